@@ -1,0 +1,226 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+const minimal = `
+[journal]
+path = "/var/lib/lifeline/journal"
+`
+
+func TestMinimalDefaults(t *testing.T) {
+	c, err := Parse("t.toml", []byte(minimal))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Journal.Retention.D() != 90*24*time.Hour {
+		t.Errorf("retention default = %v", c.Journal.Retention.D())
+	}
+	if c.Milter.Listen != DefaultMilterListen || c.HTTP.Listen != DefaultHTTPListen {
+		t.Errorf("listen defaults = %q %q", c.Milter.Listen, c.HTTP.Listen)
+	}
+	if c.Milter.OnJournalError != "accept" || !*c.Mapping.StripDetail || c.Mapping.DetailDelimiter != "+" {
+		t.Errorf("defaults: %+v %+v", c.Milter, c.Mapping)
+	}
+	if c.Milter.SpoolThreshold != 1<<20 {
+		t.Errorf("spool threshold = %d", c.Milter.SpoolThreshold)
+	}
+}
+
+func TestExampleFileIsValid(t *testing.T) {
+	c, err := Load(filepath.Join("..", "contrib", "lifeline.example.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Servers) == 0 {
+		t.Fatal("example declares no mailbox server")
+	}
+}
+
+func TestFull(t *testing.T) {
+	c, err := Parse("t.toml", []byte(`
+[journal]
+path = "j"
+retention = "30d12h"
+sweep_interval = "10m"
+[milter]
+listen = "unix:/run/l.sock"
+on_journal_error = "tempfail"
+spool_threshold = "512KiB"
+read_timeout = "30s"
+[http]
+listen = "[::1]:9000"
+[mapping]
+strip_detail = false
+detail_delimiter = "+-"
+alias_file = "/etc/postfix/virtual"
+[[server]]
+name = "a"
+domains = ["Example.com"]
+lmtp = "tcp:127.0.0.1:24"
+[[server]]
+name = "b"
+domains = ["other.org", "sub.other.org"]
+lmtp = "unix:/var/run/dovecot/lmtp"
+[log]
+level = "debug"
+format = "json"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Journal.Retention.D() != 30*24*time.Hour+12*time.Hour || c.Milter.SpoolThreshold != 512<<10 {
+		t.Errorf("got %v %v", c.Journal.Retention.D(), c.Milter.SpoolThreshold)
+	}
+	if *c.Mapping.StripDetail || len(c.Servers) != 2 || c.Servers[1].Domains[1] != "sub.other.org" {
+		t.Errorf("got %+v %+v", c.Mapping, c.Servers)
+	}
+}
+
+// Every error in a file is reported at once, with its key and line.
+func TestAllErrorsAtOnce(t *testing.T) {
+	src := `[journal]
+retention = "ninety days"
+colour = "blue"
+[milter]
+listen = "127.0.0.1"
+on_journal_error = "drop"
+spool_threshold = 12
+read_timeout = 5
+[http]
+listen = "nowhere"
+[mapping]
+detail_delimiter = "@"
+[[server]]
+name = "a"
+domains = []
+lmtp = "tcp:nohost"
+[[server]]
+name = "a"
+domains = ["x.org"]
+bogus = 1
+[log]
+level = "loud"
+format = "xml"
+[extra]
+`
+	_, err := Parse("t.toml", []byte(src))
+	var errs *Errors
+	if !errors.As(err, &errs) {
+		t.Fatalf("err = %v", err)
+	}
+	want := []struct {
+		key  string
+		line int
+	}{
+		{"journal.retention", 2},
+		{"journal.colour", 3},
+		{"journal.path", 1},
+		{"milter.listen", 5},
+		{"milter.on_journal_error", 6},
+		{"milter.read_timeout", 8},
+		{"http.listen", 10},
+		{"mapping.detail_delimiter", 12},
+		{"server.0.domains", 15},
+		{"server.0.lmtp", 16},
+		{"server.1.name", 18},
+		{"server.1.bogus", 20},
+		{"log.level", 22},
+		{"log.format", 23},
+		{"extra", 24},
+	}
+	got := map[string]int{}
+	for _, e := range errs.List {
+		got[e.Key] = e.Line
+	}
+	for _, w := range want {
+		line, ok := got[w.key]
+		if !ok {
+			t.Errorf("no error for %s; got:\n%v", w.key, err)
+			continue
+		}
+		if line != w.line {
+			t.Errorf("%s: line %d, want %d", w.key, line, w.line)
+		}
+	}
+	if _, ok := got["milter.spool_threshold"]; ok {
+		t.Errorf("a bare integer size must be accepted: %v", err)
+	}
+	if !strings.Contains(err.Error(), "line 3: journal.colour: unknown key") {
+		t.Errorf("message does not name key and line:\n%v", err)
+	}
+}
+
+func TestSyntaxError(t *testing.T) {
+	_, err := Parse("t.toml", []byte("[journal\npath = 1\n"))
+	if err == nil || !strings.Contains(err.Error(), "syntax") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestDuplicateDomain(t *testing.T) {
+	_, err := Parse("t.toml", []byte(minimal+`
+[[server]]
+name = "a"
+domains = ["x.org"]
+[[server]]
+name = "b"
+domains = ["X.org"]
+`))
+	if err == nil || !strings.Contains(err.Error(), `already served by "a"`) {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	_, err := Load(filepath.Join(t.TempDir(), "none.toml"))
+	if !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestParseDurationSize(t *testing.T) {
+	for in, want := range map[string]time.Duration{"90d": 90 * 24 * time.Hour, "1d1h": 25 * time.Hour, "1.5h": 90 * time.Minute, "0s": 0} {
+		if got, err := ParseDuration(in); err != nil || got != want {
+			t.Errorf("ParseDuration(%q) = %v, %v", in, got, err)
+		}
+	}
+	for _, bad := range []string{"", "d", "-1d", "x1d", "5", "1y"} {
+		if _, err := ParseDuration(bad); err == nil {
+			t.Errorf("ParseDuration(%q) accepted", bad)
+		}
+	}
+	for in, want := range map[string]int64{"10": 10, "1KiB": 1024, "64 MiB": 64 << 20, "10MB": 10e6, "7B": 7} {
+		if got, err := ParseSize(in); err != nil || got != want {
+			t.Errorf("ParseSize(%q) = %v, %v", in, got, err)
+		}
+	}
+	for _, bad := range []string{"", "MiB", "-1", "1TiB", "99999999999GiB"} {
+		if _, err := ParseSize(bad); err == nil {
+			t.Errorf("ParseSize(%q) accepted", bad)
+		}
+	}
+}
+
+func TestSplitListen(t *testing.T) {
+	for in, want := range map[string][2]string{
+		"tcp:127.0.0.1:1": {"tcp", "127.0.0.1:1"}, "inet:[::1]:2": {"tcp", "[::1]:2"},
+		"127.0.0.1:3": {"tcp", "127.0.0.1:3"}, "unix:/run/x": {"unix", "/run/x"},
+	} {
+		n, a, err := SplitListen(in)
+		if err != nil || n != want[0] || a != want[1] {
+			t.Errorf("SplitListen(%q) = %q %q %v", in, n, a, err)
+		}
+	}
+	for _, bad := range []string{"unix:rel", "tcp:host", ""} {
+		if _, _, err := SplitListen(bad); err == nil {
+			t.Errorf("SplitListen(%q) accepted", bad)
+		}
+	}
+}

@@ -1,0 +1,182 @@
+// Package journal defines Lifeline's durable message store: every message the MTA
+// hands to Lifeline is appended here, with its envelope, a header summary and a
+// delivery state per recipient, before Lifeline answers the MTA.
+//
+// The Journal interface is what every other package uses. It deliberately exposes
+// no storage types (no Badger transactions, no keys): a later backend on a
+// replicated log (NATS JetStream) must fit behind it, and no caller may assume the
+// journal lives in its own process or that it can read its own writes from a cache.
+package journal
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+)
+
+// DefaultRetention is how long entries are kept when the config does not say.
+const DefaultRetention = 90 * 24 * time.Hour
+
+// Errors returned by every backend. Callers test them with errors.Is.
+var (
+	ErrNotFound     = errors.New("journal: not found")
+	ErrClosed       = errors.New("journal: closed")
+	ErrInvalidState = errors.New("journal: invalid state transition")
+	ErrTooLarge     = errors.New("journal: message too large")
+)
+
+// ID identifies a stored message. It is derived from the message's identity (see
+// Identity) so that the same message offered twice maps to the same ID.
+type ID [16]byte
+
+func (id ID) String() string { return hex.EncodeToString(id[:]) }
+
+// IsZero reports whether id is the zero ID.
+func (id ID) IsZero() bool { return id == ID{} }
+
+// ParseID parses the hex form produced by ID.String.
+func ParseID(s string) (ID, error) {
+	var id ID
+	b, err := hex.DecodeString(s)
+	if err != nil || len(b) != len(id) {
+		return id, fmt.Errorf("journal: bad message id %q", s)
+	}
+	copy(id[:], b)
+	return id, nil
+}
+
+// Envelope is the SMTP envelope of a message as the MTA saw it (RFC 5321 §3.3).
+type Envelope struct {
+	MailFrom   string      // reverse path without angle brackets; "" for the null sender
+	Recipients []Recipient // in RCPT TO order
+	QueueID    string      // the MTA's queue id (Postfix macro "i"); informational only
+	Received   time.Time   // when the MTA handed the message over
+	AuthUser   string      // SMTP AUTH user ({auth_authen}), "" if none
+	Source     string      // which front end journaled it: "milter", later "lmtp"
+}
+
+// Recipient is one RCPT TO and where it goes.
+type Recipient struct {
+	Address   string   // the RCPT TO address as given, without angle brackets
+	Mailboxes []string // the continuity mailboxes it maps to; empty for foreign domains
+	Server    string   // the configured mailbox server it belongs to, "" if none
+	Mailer    string   // Postfix {rcpt_mailer} (transport), informational
+	Host      string   // Postfix {rcpt_host} (next hop), informational
+	State     State
+	// Attempts and LastReply record replay progress (next issue). Zero for now.
+	Attempts  int
+	LastReply string
+	Updated   time.Time
+}
+
+// Summary is the header summary stored beside a message for listings and search.
+// Values are the raw, unfolded header field bodies (RFC 5322 §2.2.3); decoding of
+// RFC 2047 encoded words is left to the reader.
+type Summary struct {
+	From, To, Cc, Subject, Date, MessageID string
+}
+
+// Entry is everything the journal knows about one message except its bytes.
+type Entry struct {
+	ID       ID
+	Seq      uint64 // arrival order, unique and increasing within one journal
+	Envelope Envelope
+	Summary  Summary
+	Size     int64     // raw message size in bytes
+	Stored   time.Time // when the append became durable
+}
+
+// AppendResult tells the caller what Append did.
+type AppendResult struct {
+	ID        ID
+	Duplicate bool // the message was already stored; nothing was written
+}
+
+// MailboxInfo is the IMAP view of a continuity mailbox (RFC 3501 §2.3.1.1).
+type MailboxInfo struct {
+	Name        string
+	UIDValidity uint32
+	UIDNext     uint32
+	Messages    int
+}
+
+// MailboxItem is one message in a mailbox, in UID order.
+type MailboxItem struct {
+	UID      uint32
+	ID       ID
+	Received time.Time
+	Size     int64
+}
+
+// SweepResult reports what a retention sweep did.
+type SweepResult struct {
+	Removed int // messages removed
+	Kept    int // messages older than the horizon kept because a recipient is undelivered
+}
+
+// Stats is what `lifeline journal stats` prints.
+type Stats struct {
+	Messages    int64
+	Mailboxes   int64
+	BytesRaw    int64     // sum of raw message sizes
+	BytesOnDisk int64     // what the backend occupies on disk
+	Oldest      time.Time // zero when empty
+}
+
+// Problem is one inconsistency found by Verify.
+type Problem struct {
+	ID     ID // zero when not about one message
+	Detail string
+}
+
+// Journal is the store. All methods are safe for concurrent use.
+type Journal interface {
+	// Append stores the raw message read from r (exactly the bytes the MTA will
+	// deliver) with its envelope and returns only when the write is durable
+	// (fsync'd). The header summary is parsed from r. Concurrent appends share
+	// fsyncs. Appending a message whose identity is already stored writes nothing
+	// and reports Duplicate. The caller must not use env after the call.
+	Append(ctx context.Context, env Envelope, r io.Reader) (AppendResult, error)
+
+	// Get returns a message's entry.
+	Get(ctx context.Context, id ID) (Entry, error)
+
+	// Open streams the raw message. The reader holds at most a chunk in memory.
+	Open(ctx context.Context, id ID) (io.ReadCloser, error)
+
+	// Scan calls fn for every entry received in [since, until) in arrival order;
+	// a zero until means no upper bound. fn returning an error stops the scan
+	// and Scan returns that error.
+	Scan(ctx context.Context, since, until time.Time, fn func(Entry) error) error
+
+	// Mailbox returns a mailbox's UIDVALIDITY and counts, ErrNotFound if unknown.
+	Mailbox(ctx context.Context, name string) (MailboxInfo, error)
+
+	// Mailboxes calls fn for each known mailbox name in lexical order.
+	Mailboxes(ctx context.Context, fn func(name string) error) error
+
+	// List calls fn for each message of a mailbox with UID >= fromUID, in UID order.
+	List(ctx context.Context, mailbox string, fromUID uint32, fn func(MailboxItem) error) error
+
+	// SetState moves recipient number rcpt (index into Envelope.Recipients) of a
+	// message to state to, recording reply as its LastReply. A transition that
+	// State.CanBecome forbids returns ErrInvalidState.
+	SetState(ctx context.Context, id ID, rcpt int, to State, reply string) error
+
+	// Sweep removes every message received before horizon unless one of its
+	// recipients is undelivered (State.Undelivered), and reclaims disk space.
+	Sweep(ctx context.Context, horizon time.Time) (SweepResult, error)
+
+	// Stats summarises the journal.
+	Stats(ctx context.Context) (Stats, error)
+
+	// Verify checks the journal's internal consistency (every index entry points
+	// at a message, every message's chunks are present and decode to its size,
+	// every recipient's mailbox index holds it) and returns what is wrong.
+	Verify(ctx context.Context) ([]Problem, error)
+
+	Close() error
+}
