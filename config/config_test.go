@@ -224,3 +224,42 @@ func TestSplitListen(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParse: no input crashes the config parser, and an accepted file passes
+// its own validation.
+func FuzzParse(f *testing.F) {
+	f.Add(minimal)
+	f.Add("[journal]\npath = 1\n[[server]]\nname = 2\nx = 3\n")
+	f.Add("[milter]\nlisten = \"unix:/x\"\n[[server]]\n[[server]]\ndomains = [1]\n")
+	f.Fuzz(func(t *testing.T, s string) {
+		c, err := Parse("f.toml", []byte(s))
+		if err == nil && c.Journal.Path == "" {
+			t.Fatal("accepted a config without journal.path")
+		}
+	})
+}
+
+// Values of the wrong TOML type are reported together, not one per run.
+func TestTypeErrorsCollected(t *testing.T) {
+	_, err := Parse("t.toml", []byte(`[journal]
+path = 7
+[mapping]
+strip_detail = "yes"
+[[server]]
+name = "a"
+domains = "x.org"
+`))
+	var errs *Errors
+	if !errors.As(err, &errs) {
+		t.Fatalf("err = %v", err)
+	}
+	got := map[string]int{}
+	for _, e := range errs.List {
+		got[e.Key] = e.Line
+	}
+	for key, line := range map[string]int{"journal.path": 2, "mapping.strip_detail": 4, "server.0.domains": 7} {
+		if got[key] != line {
+			t.Errorf("%s: line %d, want %d\n%v", key, got[key], line, err)
+		}
+	}
+}

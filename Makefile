@@ -1,0 +1,49 @@
+# Lifeline. `make run` starts it with the example config; `make test` runs
+# every test (the end-to-end tests start private Postfix and Dovecot instances
+# and, as root, install them from Debian's packages when missing).
+
+GO      ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+LDFLAGS := -X main.version=$(VERSION)
+FUZZTIME ?= 20s
+
+.PHONY: all build run test test-short bench fuzz vet clean
+
+all: build
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/lifeline ./cmd/lifeline
+
+run: build
+	mkdir -p var
+	./bin/lifeline serve -c contrib/lifeline.example.toml
+
+# Everything, with the race detector; -p 1 keeps the end-to-end tests from
+# competing with the unit tests for this machine's two cores.
+test: vet
+	$(GO) test -race -count=1 -timeout 25m ./...
+
+# Unit tests only (no Postfix, no Dovecot).
+test-short:
+	$(GO) test -race -short -count=1 ./...
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
+
+# Benchmarks, each printed beside its baseline: journal appends against the
+# disk's own write+fsync rate, then Postfix -> Dovecot throughput with the
+# milter against without it (needs root: it starts Postfix and Dovecot).
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 2000x ./journal/...
+	$(GO) run ./e2e/mtabench $(BENCHFLAGS)
+
+# Run every fuzz target for FUZZTIME each.
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzSummary$$' -fuzztime $(FUZZTIME) ./journal
+	$(GO) test -run '^$$' -fuzz '^FuzzRebuild$$' -fuzztime $(FUZZTIME) ./milter
+	$(GO) test -run '^$$' -fuzz '^FuzzParseAliases$$' -fuzztime $(FUZZTIME) ./addrmap
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./config
+
+clean:
+	rm -rf bin var
