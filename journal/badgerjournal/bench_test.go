@@ -1,0 +1,124 @@
+package badgerjournal
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// BenchmarkAppend measures durable appends of 4 KiB messages at several
+// concurrencies, each beside the disk's own rate of 4 KiB write+fsync measured
+// in the same directory just before (x_fsync is the ratio: above 1 means
+// appends share syncs). Run with: go test -run XXX -bench Append ./journal/badgerjournal/
+func BenchmarkAppend(b *testing.B) {
+	b.Run("raw-fsync", func(b *testing.B) {
+		f, err := os.Create(filepath.Join(b.TempDir(), "raw"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer func() {
+			if err := f.Close(); err != nil {
+				b.Error(err)
+			}
+		}()
+		buf := make([]byte, 4096)
+		start := time.Now()
+		for b.Loop() {
+			if _, err := f.Write(buf); err != nil {
+				b.Fatal(err)
+			}
+			if err := f.Sync(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "fsyncs/s")
+	})
+	for _, conc := range []int{1, 8, 64} {
+		b.Run(fmt.Sprintf("conc=%d", conc), func(b *testing.B) {
+			dir := b.TempDir()
+			raw := rawFsyncRate(b, dir)
+			j, err := Open(filepath.Join(dir, "journal"), Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer func() {
+				if err := j.Close(); err != nil {
+					b.Error(err)
+				}
+			}()
+			body := strings.Repeat("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ!?\r\n", 70)
+			var next atomic.Int64
+			var failed atomic.Value
+			c0, g0 := j.commits.Load(), j.grouped.Load()
+			b.ResetTimer()
+			start := time.Now()
+			var wg sync.WaitGroup
+			for w := range conc {
+				wg.Go(func() {
+					buf := make([]byte, 0, 4200)
+					for {
+						i := next.Add(1)
+						if i > int64(b.N) {
+							return
+						}
+						// 4 KiB, unique per append so that none is a duplicate.
+						buf = fmt.Appendf(buf[:0], "From: bench@example.org\r\nSubject: %d/%d\r\nMessage-ID: <%d.%d@bench>\r\n\r\n", w, i, w, i)
+						buf = append(buf, body[:4096-len(buf)]...)
+						if _, err := j.Append(b.Context(), testEnv("rcpt@example.com"), bytes.NewReader(buf)); err != nil {
+							failed.Store(err)
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			elapsed := time.Since(start)
+			b.StopTimer()
+			if err, ok := failed.Load().(error); ok {
+				b.Fatal(err)
+			}
+			rate := float64(b.N) / elapsed.Seconds()
+			b.ReportMetric(rate, "msgs/s")
+			b.ReportMetric(raw, "fsyncs/s")
+			b.ReportMetric(rate/raw, "x_fsync")
+			if c := j.commits.Load() - c0; c > 0 {
+				b.ReportMetric(float64(j.grouped.Load()-g0)/float64(c), "ops/commit")
+			}
+		})
+	}
+}
+
+// rawFsyncRate measures 4 KiB write+fsync per second in dir, for half a second.
+func rawFsyncRate(b *testing.B, dir string) float64 {
+	b.Helper()
+	f, err := os.Create(filepath.Join(dir, "raw"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	n := 0
+	start := time.Now()
+	for time.Since(start) < 500*time.Millisecond {
+		if _, err := f.Write(buf); err != nil {
+			b.Fatal(err)
+		}
+		if err := f.Sync(); err != nil {
+			b.Fatal(err)
+		}
+		n++
+	}
+	rate := float64(n) / time.Since(start).Seconds()
+	if err := f.Close(); err != nil {
+		b.Fatal(err)
+	}
+	if err := os.Remove(f.Name()); err != nil {
+		b.Fatal(err)
+	}
+	return rate
+}

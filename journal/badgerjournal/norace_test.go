@@ -1,0 +1,5 @@
+//go:build !race
+
+package badgerjournal
+
+const raceEnabled = false

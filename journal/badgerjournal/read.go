@@ -1,0 +1,417 @@
+package badgerjournal
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
+
+	"github.com/lifelinemail/lifeline/journal"
+)
+
+// pageSize is how many items a listing reads per read transaction. Callbacks run
+// between pages, outside any transaction and outside enter/exit, so that a slow
+// callback (replay delivering over LMTP) neither pins a Badger snapshot nor holds
+// Close up, and may call the journal itself.
+const pageSize = 256
+
+// view runs fn in a read transaction inside enter/exit.
+func (j *Journal) view(ctx context.Context, fn func(txn *badger.Txn) error) error {
+	if err := j.stopping(ctx); err != nil {
+		return err
+	}
+	if err := j.enter(); err != nil {
+		return err
+	}
+	defer j.exit()
+	return j.db.View(fn)
+}
+
+// Get implements journal.Journal.
+func (j *Journal) Get(ctx context.Context, id journal.ID) (journal.Entry, error) {
+	var e journal.Entry
+	err := j.view(ctx, func(txn *badger.Txn) error {
+		rec, err := getRecord(txn, id)
+		if err != nil {
+			return err
+		}
+		e = rec.entry(id)
+		return nil
+	})
+	if err != nil {
+		return journal.Entry{}, fmt.Errorf("badgerjournal: get: %w", err)
+	}
+	return e, nil
+}
+
+// Open implements journal.Journal. The reader decodes one chunk at a time, each
+// in its own read transaction, so it holds one chunk in memory and never a
+// snapshot. If the message is swept while it is read, Read fails with
+// journal.ErrNotFound; once the journal is closed, with journal.ErrClosed.
+// ctx is checked before each chunk.
+func (j *Journal) Open(ctx context.Context, id journal.ID) (io.ReadCloser, error) {
+	var rec *record
+	err := j.view(ctx, func(txn *badger.Txn) error {
+		var err error
+		rec, err = getRecord(txn, id)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("badgerjournal: open: %w", err)
+	}
+	return &bodyReader{j: j, ctx: ctx, id: id, body: rec.Body, chunks: rec.Chunks, size: rec.Size}, nil
+}
+
+type bodyReader struct {
+	j      *Journal
+	ctx    context.Context
+	id     journal.ID
+	body   uint64
+	chunks int
+	size   int64
+
+	next int    // next chunk to load
+	buf  []byte // the current chunk, decoded
+	off  int    // read position in buf
+	read int64  // bytes decoded so far
+	err  error  // sticky: io.EOF at the end
+}
+
+func (r *bodyReader) Read(p []byte) (int, error) {
+	for r.off == len(r.buf) {
+		if r.err != nil {
+			return 0, r.err
+		}
+		r.load()
+	}
+	n := copy(p, r.buf[r.off:])
+	r.off += n
+	return n, nil
+}
+
+// WriteTo lets io.Copy take the decoded chunks without another copy.
+func (r *bodyReader) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	for {
+		if r.off < len(r.buf) {
+			n, err := w.Write(r.buf[r.off:])
+			r.off += n
+			total += int64(n)
+			if err != nil {
+				return total, err
+			}
+			continue
+		}
+		if r.err != nil {
+			if errors.Is(r.err, io.EOF) {
+				return total, nil
+			}
+			return total, r.err
+		}
+		r.load()
+	}
+}
+
+// load decodes the next chunk into buf, or sets err.
+func (r *bodyReader) load() {
+	r.buf, r.off = r.buf[:0], 0
+	if r.next == r.chunks {
+		if r.read != r.size {
+			r.err = fmt.Errorf("badgerjournal: message %s: %d bytes stored, record says %d: %w", r.id, r.read, r.size, io.ErrUnexpectedEOF)
+		} else {
+			r.err = io.EOF
+		}
+		return
+	}
+	err := r.j.view(r.ctx, func(txn *badger.Txn) error {
+		item, err := txn.Get(chunkKey(r.body, r.next))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return fmt.Errorf("chunk %d gone: %w", r.next, journal.ErrNotFound)
+		}
+		if err != nil {
+			return err
+		}
+		return item.Value(func(v []byte) error {
+			r.buf, err = r.j.dec.DecodeAll(v, r.buf[:0])
+			return err
+		})
+	})
+	if err != nil {
+		r.err = fmt.Errorf("badgerjournal: message %s: %w", r.id, err)
+		return
+	}
+	r.next++
+	r.read += int64(len(r.buf))
+}
+
+// Close releases the buffer; later reads fail.
+func (r *bodyReader) Close() error {
+	r.buf, r.off = nil, 0
+	if r.err == nil || errors.Is(r.err, io.EOF) {
+		r.err = errors.New("badgerjournal: read after close")
+	}
+	return nil
+}
+
+// Scan implements journal.Journal. Entries are in the order of
+// Envelope.Received, then arrival: the order of arrival when the MTA's clock
+// does not step back.
+func (j *Journal) Scan(ctx context.Context, since, until time.Time, fn func(journal.Entry) error) error {
+	start := timePrefix(since)
+	for {
+		var page []journal.Entry
+		var next []byte
+		err := j.view(ctx, func(txn *badger.Txn) error {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{tagTime}})
+			defer it.Close()
+			for it.Seek(start); it.Valid(); it.Next() {
+				item := it.Item()
+				if len(page) == pageSize {
+					next = item.KeyCopy(nil)
+					return nil
+				}
+				t, _, ok := parseTimeKey(item.Key())
+				if !ok {
+					return fmt.Errorf("bad time index key %x", item.Key())
+				}
+				if !until.IsZero() && !t.Before(until) {
+					return nil
+				}
+				id, err := indexedID(item)
+				if err != nil {
+					return err
+				}
+				rec, err := getRecord(txn, id)
+				if err != nil {
+					return fmt.Errorf("time index: %w", err)
+				}
+				page = append(page, rec.entry(id))
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("badgerjournal: scan: %w", err)
+		}
+		for _, e := range page {
+			if err := fn(e); err != nil {
+				return err
+			}
+		}
+		if next == nil {
+			return nil
+		}
+		start = next
+	}
+}
+
+// indexedID reads the message ID an index entry holds (the first 16 bytes of
+// its value).
+func indexedID(item *badger.Item) (journal.ID, error) {
+	var id journal.ID
+	err := item.Value(func(v []byte) error {
+		if len(v) < len(id) {
+			return fmt.Errorf("index entry %x: bad value", item.Key())
+		}
+		copy(id[:], v)
+		return nil
+	})
+	return id, err
+}
+
+// Mailbox implements journal.Journal.
+func (j *Journal) Mailbox(ctx context.Context, name string) (journal.MailboxInfo, error) {
+	var info journal.MailboxInfo
+	err := j.view(ctx, func(txn *badger.Txn) error {
+		mb, ok, err := getMailbox(txn, name)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("mailbox %q: %w", name, journal.ErrNotFound)
+		}
+		info = journal.MailboxInfo{Name: name, UIDValidity: mb.UIDValidity, UIDNext: mb.UIDNext, Messages: int(mb.Messages)}
+		return nil
+	})
+	if err != nil {
+		return journal.MailboxInfo{}, fmt.Errorf("badgerjournal: %w", err)
+	}
+	return info, nil
+}
+
+// Mailboxes implements journal.Journal.
+func (j *Journal) Mailboxes(ctx context.Context, fn func(name string) error) error {
+	start := []byte{tagMailbox}
+	for {
+		var page []string
+		var next []byte
+		err := j.view(ctx, func(txn *badger.Txn) error {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{tagMailbox}})
+			defer it.Close()
+			for it.Seek(start); it.Valid(); it.Next() {
+				k := it.Item().Key()
+				if len(page) == pageSize {
+					next = it.Item().KeyCopy(nil)
+					return nil
+				}
+				page = append(page, string(k[1:]))
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("badgerjournal: mailboxes: %w", err)
+		}
+		for _, name := range page {
+			if err := fn(name); err != nil {
+				return err
+			}
+		}
+		if next == nil {
+			return nil
+		}
+		start = next
+	}
+}
+
+// List implements journal.Journal. It returns journal.ErrNotFound for a mailbox
+// that never held a message.
+func (j *Journal) List(ctx context.Context, name string, fromUID uint32, fn func(journal.MailboxItem) error) error {
+	prefix := uidPrefix(name)
+	start := uidKey(name, fromUID)
+	first := true
+	for {
+		var page []journal.MailboxItem
+		var next []byte
+		err := j.view(ctx, func(txn *badger.Txn) error {
+			if first {
+				if _, ok, err := getMailbox(txn, name); err != nil {
+					return err
+				} else if !ok {
+					return fmt.Errorf("mailbox %q: %w", name, journal.ErrNotFound)
+				}
+			}
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+			defer it.Close()
+			for it.Seek(start); it.Valid(); it.Next() {
+				bi := it.Item()
+				if len(page) == pageSize {
+					next = bi.KeyCopy(nil)
+					return nil
+				}
+				_, uid, ok := parseUIDKey(bi.Key())
+				if !ok {
+					return fmt.Errorf("bad mailbox index key %x", bi.Key())
+				}
+				var mi item
+				err := bi.Value(func(v []byte) error {
+					var err error
+					mi, err = decodeItem(v)
+					return err
+				})
+				if err != nil {
+					return fmt.Errorf("mailbox %q uid %d: %w", name, uid, err)
+				}
+				page = append(page, journal.MailboxItem{UID: uid, ID: mi.ID, Received: mi.Received, Size: mi.Size})
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("badgerjournal: list: %w", err)
+		}
+		first = false
+		for _, it := range page {
+			if err := fn(it); err != nil {
+				return err
+			}
+		}
+		if next == nil {
+			return nil
+		}
+		start = next
+	}
+}
+
+// Custody implements journal.CustodyQueue from the q index, which Append and
+// SetState keep in step with the recipients' states.
+func (j *Journal) Custody(ctx context.Context, fromSeq uint64, fn func(journal.CustodyItem) error) error {
+	start := custodyKey(fromSeq, 0)
+	for {
+		var page []journal.CustodyItem
+		var next []byte
+		err := j.view(ctx, func(txn *badger.Txn) error {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{tagCustody}})
+			defer it.Close()
+			for it.Seek(start); it.Valid(); it.Next() {
+				item := it.Item()
+				if len(page) == pageSize {
+					next = item.KeyCopy(nil)
+					return nil
+				}
+				seq, rcpt, ok := parseCustodyKey(item.Key())
+				if !ok {
+					return fmt.Errorf("bad custody key %x", item.Key())
+				}
+				ci := journal.CustodyItem{Seq: seq, Rcpt: rcpt}
+				err := item.Value(func(v []byte) error {
+					if len(v) != len(ci.ID)+1 {
+						return fmt.Errorf("custody entry %x: bad value", item.Key())
+					}
+					copy(ci.ID[:], v)
+					ci.State = journal.State(v[len(ci.ID)])
+					return nil
+				})
+				if err != nil {
+					return err
+				}
+				page = append(page, ci)
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("badgerjournal: custody: %w", err)
+		}
+		for _, ci := range page {
+			if err := fn(ci); err != nil {
+				return err
+			}
+		}
+		if next == nil {
+			return nil
+		}
+		start = next
+	}
+}
+
+// ByMessageID implements journal.MessageIDIndex.
+func (j *Journal) ByMessageID(ctx context.Context, msgid string, fn func(journal.ID) error) error {
+	mid := indexedMessageID(msgid)
+	if mid == "" {
+		return nil
+	}
+	var ids []journal.ID
+	err := j.view(ctx, func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: msgIDPrefix(mid)})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			// The prefix also matches longer Message-IDs' keys only if the length
+			// differs, which is part of the prefix: every hit is this msgid.
+			id, err := indexedID(it.Item())
+			if err != nil {
+				return err
+			}
+			ids = append(ids, id)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("badgerjournal: by message-id: %w", err)
+	}
+	for _, id := range ids {
+		if err := fn(id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
