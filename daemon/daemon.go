@@ -1,0 +1,214 @@
+// Package daemon wires Lifeline's roles together for `lifeline serve`: it opens
+// the journal, starts the milter and the HTTP listener (/metrics, /healthz),
+// runs the retention sweep, and shuts everything down in two phases.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/lifelinemail/lifeline/addrmap"
+	"github.com/lifelinemail/lifeline/config"
+	"github.com/lifelinemail/lifeline/journal"
+	"github.com/lifelinemail/lifeline/journal/badgerjournal"
+	"github.com/lifelinemail/lifeline/milter"
+)
+
+// Options are what the command line hands the daemon.
+type Options struct {
+	Config  *config.Config
+	Logger  *slog.Logger
+	Version string
+	// Grace is how long phase one of shutdown waits for in-flight messages
+	// before phase two aborts them (default 20 s, below systemd's 90 s).
+	Grace time.Duration
+	// Ready, if set, is closed when every listener is up.
+	Ready chan<- struct{}
+}
+
+// Run serves until ctx is cancelled, then shuts down: phase one stops taking
+// new work and lets in-flight messages finish for Grace; phase two aborts what
+// is left. Postfix's default_action=accept delivers an aborted message anyway,
+// so an abort costs a journal copy, never a message.
+func Run(ctx context.Context, opts Options) (err error) {
+	cfg, log := opts.Config, opts.Logger
+	if opts.Grace == 0 {
+		opts.Grace = 20 * time.Second
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := newMetrics(reg, opts.Version)
+
+	resolver, err := NewResolver(cfg)
+	if err != nil {
+		return err
+	}
+	j, err := OpenJournal(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := j.Close(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("closing journal: %w", cerr))
+		}
+	}()
+
+	mopts := milter.Options{
+		Journal:          j,
+		Resolver:         resolver,
+		Logger:           log.With("component", "milter"),
+		Registerer:       reg,
+		Panics:           m.panics.WithLabelValues("milter"),
+		SpoolThreshold:   int64(cfg.Milter.SpoolThreshold),
+		SpoolDir:         cfg.Milter.SpoolDir,
+		ReadTimeout:      cfg.Milter.ReadTimeout.D(),
+		WriteTimeout:     cfg.Milter.WriteTimeout.D(),
+		ProgressInterval: cfg.Milter.ProgressInterval.D(),
+	}
+	if cfg.Milter.OnJournalError == "tempfail" {
+		mopts.OnJournalError = milter.TempFail
+	}
+	ms, err := milter.New(mopts)
+	if err != nil {
+		return fmt.Errorf("milter: %w", err)
+	}
+	network, addr, err := config.SplitListen(cfg.Milter.Listen)
+	if err != nil {
+		return fmt.Errorf("milter.listen: %w", err)
+	}
+	if network == "unix" {
+		// A stale socket from a killed process would make Listen fail.
+		if rerr := os.Remove(addr); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+			return fmt.Errorf("milter.listen: %w", rerr)
+		}
+	}
+	mln, err := net.Listen(network, addr)
+	if err != nil {
+		return fmt.Errorf("milter.listen: %w", err)
+	}
+	warnIfExposed(log, "milter", mln.Addr())
+
+	hln, err := net.Listen("tcp", cfg.HTTP.Listen)
+	if err != nil {
+		return errors.Join(fmt.Errorf("http.listen: %w", err), mln.Close())
+	}
+	warnIfExposed(log, "http", hln.Addr())
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintln(w, "ok")
+	})
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+
+	var wg sync.WaitGroup
+	serveErr := make(chan error, 2)
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		if err := ms.Serve(mln); err != nil && !isClosed(err) {
+			serveErr <- fmt.Errorf("milter: %w", err)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		if err := hs.Serve(hln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			serveErr <- fmt.Errorf("http: %w", err)
+		}
+	}()
+
+	bg, stopBG := context.WithCancel(context.Background())
+	var bgwg sync.WaitGroup
+	bgwg.Add(2)
+	go func() {
+		defer bgwg.Done()
+		runSweeper(bg, j, cfg.Journal.Retention.D(), cfg.Journal.SweepInterval.D(), log.With("component", "retention"), m)
+	}()
+	go func() {
+		defer bgwg.Done()
+		runStats(bg, j, 15*time.Second, log.With("component", "stats"), m)
+	}()
+
+	log.Info("lifeline serving", "version", opts.Version, "milter", mln.Addr().String(), "http", hln.Addr().String(),
+		"journal", cfg.Journal.Path, "retention", cfg.Journal.Retention.D().String(), "servers", len(cfg.Servers))
+	if opts.Ready != nil {
+		close(opts.Ready)
+	}
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down: no new connections, finishing in-flight messages", "grace", opts.Grace.String())
+	case runErr = <-serveErr:
+		log.Error("a listener failed, shutting down", "err", runErr)
+	}
+
+	// Phase one: stop accepting, let in-flight messages finish.
+	graceCtx, cancel := context.WithTimeout(context.Background(), opts.Grace)
+	defer cancel()
+	if err := ms.Shutdown(graceCtx); err != nil {
+		// Phase two happened inside Shutdown: connections left were closed.
+		log.Warn("milter connections aborted at shutdown", "err", err)
+	}
+	if err := hs.Shutdown(graceCtx); err != nil {
+		runErr = errors.Join(runErr, fmt.Errorf("http shutdown: %w", err), hs.Close())
+	}
+	stopBG()
+	bgwg.Wait()
+	wg.Wait()
+	log.Info("lifeline stopped")
+	return runErr
+}
+
+func isClosed(err error) bool {
+	return errors.Is(err, net.ErrClosed) || errors.Is(err, milter.ErrServerClosed)
+}
+
+// warnIfExposed logs when a listener without authentication is not on loopback.
+func warnIfExposed(log *slog.Logger, what string, a net.Addr) {
+	if ta, ok := a.(*net.TCPAddr); ok && !ta.IP.IsLoopback() {
+		log.Warn("listener is not on loopback; it has no authentication, restrict it with a firewall", "listener", what, "addr", a.String())
+	}
+}
+
+// OpenJournal opens the configured journal backend.
+func OpenJournal(cfg *config.Config, log *slog.Logger) (journal.Journal, error) {
+	j, err := badgerjournal.Open(cfg.Journal.Path, badgerjournal.Options{Logger: log.With("component", "journal")})
+	if err != nil {
+		return nil, fmt.Errorf("opening journal %s: %w", cfg.Journal.Path, err)
+	}
+	return j, nil
+}
+
+// NewResolver builds the recipient mapping from the config, loading the alias file.
+func NewResolver(cfg *config.Config) (*addrmap.Map, error) {
+	var aliases map[string][]string
+	if cfg.Mapping.AliasFile != "" {
+		a, err := addrmap.LoadAliases(cfg.Mapping.AliasFile)
+		if err != nil {
+			return nil, fmt.Errorf("mapping.alias_file: %w", err)
+		}
+		aliases = a
+	}
+	servers := make([]addrmap.Server, len(cfg.Servers))
+	for i, s := range cfg.Servers {
+		servers[i] = addrmap.Server{Name: s.Name, Domains: s.Domains, LMTP: s.LMTP}
+	}
+	return addrmap.New(addrmap.Options{
+		Servers:         servers,
+		StripDetail:     cfg.Mapping.StripDetail != nil && *cfg.Mapping.StripDetail,
+		DetailDelimiter: cfg.Mapping.DetailDelimiter,
+		Aliases:         aliases,
+	}), nil
+}
