@@ -81,12 +81,15 @@ func (s *Server) checkMilterOptions() (err error) {
 // offers it (see negotiate):
 //   - no HELO and no unknown-command events: not needed;
 //   - SMFIP_HDR_LEADSPC: header values verbatim, for a faithful rebuild;
-//   - no replies to the events before end-of-message: Lifeline always
-//     continues, so the MTA need not wait for a round trip per header or body
-//     chunk (SMFIP_NR_*, protocol 6).
-const wantProtocol = gomilter.OptNoHelo | gomilter.OptNoUnknown | gomilter.OptHeaderLeadingSpace |
-	gomilter.OptNoConnReply | gomilter.OptNoMailReply | gomilter.OptNoRcptReply | gomilter.OptNoDataReply |
-	gomilter.OptNoHeaderReply | gomilter.OptNoEOHReply | gomilter.OptNoBodyReply | gomilter.OptNoUnknownReply
+//
+// Lifeline deliberately does NOT ask for SMFIP_NR_* (no replies before
+// end-of-message), although it always continues. Measured with Postfix 3.7:
+// without replies Postfix writes several small milter packets in a row on a
+// socket without TCP_NODELAY, Nagle's algorithm holds the later ones until the
+// first is acknowledged, and the milter host's delayed ACK (40 ms) stalls
+// every message: one SMTP session of 4 KiB messages fell from ~296 to ~22
+// msg/s. With a reply per event Postfix never has two writes outstanding.
+const wantProtocol = gomilter.OptNoHelo | gomilter.OptNoUnknown | gomilter.OptHeaderLeadingSpace
 
 // negotiate replaces go-milter's default negotiation, which refuses an MTA
 // that does not offer every requested protocol bit. Lifeline takes what is
