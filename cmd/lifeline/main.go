@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"time"
 
+	gomilter "github.com/d--j/go-milter"
+
 	"github.com/lifelinemail/lifeline/config"
 	"github.com/lifelinemail/lifeline/daemon"
 	"github.com/lifelinemail/lifeline/export"
@@ -142,6 +144,11 @@ func cmdServe(args []string, stderr io.Writer) error {
 		return err
 	}
 	log := newLogger(cfg, stderr)
+	// go-milter reports protocol oddities through a package variable; send
+	// them to the one structured log instead of the standard log package.
+	gomilter.LogWarning = func(format string, v ...any) {
+		log.Warn("go-milter: "+fmt.Sprintf(format, v...), "component", "milter")
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	go func() {

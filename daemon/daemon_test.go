@@ -1,0 +1,175 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	gomilter "github.com/d--j/go-milter"
+
+	"github.com/lifelinemail/lifeline/config"
+	"github.com/lifelinemail/lifeline/journal"
+)
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	if err := ln.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return addr
+}
+
+func get(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET %s: %d %v", url, resp.StatusCode, err)
+	}
+	return string(b)
+}
+
+// TestServeJournalsAndShutsDown runs the wired daemon: a message sent by a
+// milter client (as Postfix would) is journaled under the mailboxes the alias
+// file names, metrics show it, and SIGTERM-style cancellation stops it cleanly.
+func TestServeJournalsAndShutsDown(t *testing.T) {
+	dir := t.TempDir()
+	aliases := filepath.Join(dir, "virtual")
+	if err := os.WriteFile(aliases, []byte("sales@example.com  alice@example.com, bob@example.com\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	milterAddr, httpAddr := freePort(t), freePort(t)
+	cfg, err := config.Parse("t.toml", []byte(fmt.Sprintf(`
+[journal]
+path = %q
+[milter]
+listen = "tcp:%s"
+[http]
+listen = %q
+[mapping]
+alias_file = %q
+[[server]]
+name = "dovecot"
+domains = ["example.com"]
+lmtp = "tcp:127.0.0.1:24"
+`, filepath.Join(dir, "journal"), milterAddr, httpAddr, aliases)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Version: "test", Ready: ready})
+	}()
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("Run: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("daemon not ready")
+	}
+	if got := get(t, "http://"+httpAddr+"/healthz"); strings.TrimSpace(got) != "ok" {
+		t.Fatalf("healthz = %q", got)
+	}
+
+	bag := gomilter.NewMacroBag()
+	sess, err := gomilter.NewClient("tcp", milterAddr).Session(bag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	steps := []func() (*gomilter.Action, error){
+		func() (*gomilter.Action, error) { return sess.Conn("mx.example.net", gomilter.FamilyInet, 1234, "192.0.2.1") },
+		func() (*gomilter.Action, error) { return sess.Helo("mx.example.net") },
+		func() (*gomilter.Action, error) { return sess.Mail("s@example.org", "") },
+		func() (*gomilter.Action, error) { return sess.Rcpt("Sales+q@Example.com", "") },
+		func() (*gomilter.Action, error) { return sess.Rcpt("x@foreign.net", "") },
+		func() (*gomilter.Action, error) { bag.Set(gomilter.MacroQueueId, "4ABC"); return sess.DataStart() },
+		func() (*gomilter.Action, error) { return sess.HeaderField("Subject", " hello", nil) },
+		func() (*gomilter.Action, error) { return sess.HeaderField("Message-ID", " <m1@example.org>", nil) },
+		func() (*gomilter.Action, error) { return sess.HeaderEnd() },
+		func() (*gomilter.Action, error) { return sess.BodyChunk([]byte("body\r\n")) },
+	}
+	for i, step := range steps {
+		act, err := step()
+		if err != nil || act.Type != gomilter.ActionContinue {
+			t.Fatalf("step %d: %v %v", i, act, err)
+		}
+	}
+	_, act, err := sess.End()
+	if err != nil || act.Type != gomilter.ActionAccept {
+		t.Fatalf("end: %v %v", act, err)
+	}
+	if err := sess.Close(); err != nil {
+		t.Fatal(err)
+	}
+	metrics := get(t, "http://"+httpAddr+"/metrics")
+	for _, want := range []string{`lifeline_milter_messages_total{result="journaled"} 1`, `lifeline_panics_total{component="milter"} 0`, "lifeline_journal_append_seconds_count 1", "lifeline_build_info"} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run returned %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("shutdown did not finish")
+	}
+
+	j, err := OpenJournal(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := j.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
+	var entries []journal.Entry
+	if err := j.Scan(context.Background(), time.Time{}, time.Time{}, func(e journal.Entry) error { entries = append(entries, e); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 1 {
+		t.Fatalf("%d entries, want 1", len(entries))
+	}
+	e := entries[0]
+	if e.Envelope.QueueID != "4ABC" || e.Summary.Subject != "hello" || len(e.Envelope.Recipients) != 2 {
+		t.Fatalf("entry = %+v", e)
+	}
+	r0, r1 := e.Envelope.Recipients[0], e.Envelope.Recipients[1]
+	if strings.Join(r0.Mailboxes, ",") != "alice@example.com,bob@example.com" || r0.Server != "dovecot" || r0.State != journal.StateMTA {
+		t.Errorf("alias recipient = %+v", r0)
+	}
+	if len(r1.Mailboxes) != 0 || r1.Server != "" {
+		t.Errorf("foreign recipient = %+v", r1)
+	}
+	for _, mb := range []string{"alice@example.com", "bob@example.com"} {
+		if info, err := j.Mailbox(context.Background(), mb); err != nil || info.Messages != 1 {
+			t.Errorf("mailbox %s: %+v %v", mb, info, err)
+		}
+	}
+	if problems, err := j.Verify(context.Background()); err != nil || len(problems) != 0 {
+		t.Errorf("verify: %v %v", problems, err)
+	}
+}
