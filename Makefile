@@ -18,8 +18,8 @@ run: build
 	mkdir -p var
 	./bin/lifeline serve -c contrib/lifeline.example.toml
 
-# Everything, with the race detector; -p 1 keeps the end-to-end tests from
-# competing with the unit tests for this machine's two cores.
+# Everything, with the race detector (the e2e package starts Postfix and
+# Dovecot; see e2e/README.md).
 test: vet
 	$(GO) test -race -count=1 -timeout 25m ./...
 

@@ -96,7 +96,9 @@ lmtp = "tcp:127.0.0.1:24"
 		t.Fatal(err)
 	}
 	steps := []func() (*gomilter.Action, error){
-		func() (*gomilter.Action, error) { return sess.Conn("mx.example.net", gomilter.FamilyInet, 1234, "192.0.2.1") },
+		func() (*gomilter.Action, error) {
+			return sess.Conn("mx.example.net", gomilter.FamilyInet, 1234, "192.0.2.1")
+		},
 		func() (*gomilter.Action, error) { return sess.Helo("mx.example.net") },
 		func() (*gomilter.Action, error) { return sess.Mail("s@example.org", "") },
 		func() (*gomilter.Action, error) { return sess.Rcpt("Sales+q@Example.com", "") },
