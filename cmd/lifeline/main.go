@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -162,6 +163,22 @@ func cmdServe(args []string, stderr io.Writer) error {
 		log.Warn("second signal: exiting immediately")
 		os.Exit(1)
 	}()
+	if path := os.Getenv("LIFELINE_CPUPROFILE"); path != "" {
+		// A debugging aid for benchmarks: profile the whole serve run.
+		f, err := os.Create(path)
+		if err != nil {
+			return fmt.Errorf("LIFELINE_CPUPROFILE: %w", err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return errors.Join(fmt.Errorf("LIFELINE_CPUPROFILE: %w", err), f.Close())
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			if err := f.Close(); err != nil {
+				log.Error("writing CPU profile", "err", err)
+			}
+		}()
+	}
 	return daemon.Run(ctx, daemon.Options{Config: cfg, Logger: log, Version: getVersion()})
 }
 
