@@ -156,16 +156,26 @@ func (r *bodyReader) Close() error {
 	return nil
 }
 
-// Scan implements journal.Journal. Entries are in the order of
-// Envelope.Received, then arrival: the order of arrival when the MTA's clock
-// does not step back.
-func (j *Journal) Scan(ctx context.Context, since, until time.Time, fn func(journal.Entry) error) error {
-	start := timePrefix(since)
-	for {
-		var page []journal.Entry
+// paged walks the keys under prefix from start, pageSize items per read
+// transaction so that no transaction stays open while callers work. decode
+// turns an item into a value, or reports more=false to end the walk early; fn
+// runs outside the transaction and its error is returned as it is. before, if
+// set, runs in the first transaction (a precondition such as "the mailbox
+// exists"). Errors from reading are wrapped with op.
+func paged[T any](ctx context.Context, j *Journal, op string, prefix, start []byte,
+	before func(txn *badger.Txn) error,
+	decode func(txn *badger.Txn, item *badger.Item) (v T, more bool, err error),
+	fn func(T) error) error {
+	for first := true; ; first = false {
+		var page []T
 		var next []byte
 		err := j.view(ctx, func(txn *badger.Txn) error {
-			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{tagTime}})
+			if first && before != nil {
+				if err := before(txn); err != nil {
+					return err
+				}
+			}
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
 			defer it.Close()
 			for it.Seek(start); it.Valid(); it.Next() {
 				item := it.Item()
@@ -173,30 +183,22 @@ func (j *Journal) Scan(ctx context.Context, since, until time.Time, fn func(jour
 					next = item.KeyCopy(nil)
 					return nil
 				}
-				t, _, ok := parseTimeKey(item.Key())
-				if !ok {
-					return fmt.Errorf("bad time index key %x", item.Key())
-				}
-				if !until.IsZero() && !t.Before(until) {
-					return nil
-				}
-				id, err := indexedID(item)
+				v, more, err := decode(txn, item)
 				if err != nil {
 					return err
 				}
-				rec, err := getRecord(txn, id)
-				if err != nil {
-					return fmt.Errorf("time index: %w", err)
+				if !more {
+					return nil
 				}
-				page = append(page, rec.entry(id))
+				page = append(page, v)
 			}
 			return nil
 		})
 		if err != nil {
-			return fmt.Errorf("badgerjournal: scan: %w", err)
+			return fmt.Errorf("badgerjournal: %s: %w", op, err)
 		}
-		for _, e := range page {
-			if err := fn(e); err != nil {
+		for _, v := range page {
+			if err := fn(v); err != nil {
 				return err
 			}
 		}
@@ -205,6 +207,31 @@ func (j *Journal) Scan(ctx context.Context, since, until time.Time, fn func(jour
 		}
 		start = next
 	}
+}
+
+// Scan implements journal.Journal. Entries are in the order of
+// Envelope.Received, then arrival: the order of arrival when the MTA's clock
+// does not step back.
+func (j *Journal) Scan(ctx context.Context, since, until time.Time, fn func(journal.Entry) error) error {
+	return paged(ctx, j, "scan", []byte{tagTime}, timePrefix(since), nil,
+		func(txn *badger.Txn, item *badger.Item) (journal.Entry, bool, error) {
+			t, _, ok := parseTimeKey(item.Key())
+			if !ok {
+				return journal.Entry{}, false, fmt.Errorf("bad time index key %x", item.Key())
+			}
+			if !until.IsZero() && !t.Before(until) {
+				return journal.Entry{}, false, nil
+			}
+			id, err := indexedID(item)
+			if err != nil {
+				return journal.Entry{}, false, err
+			}
+			rec, err := getRecord(txn, id)
+			if err != nil {
+				return journal.Entry{}, false, fmt.Errorf("time index: %w", err)
+			}
+			return rec.entry(id), true, nil
+		}, fn)
 }
 
 // indexedID reads the message ID an index entry holds (the first 16 bytes of
@@ -243,145 +270,62 @@ func (j *Journal) Mailbox(ctx context.Context, name string) (journal.MailboxInfo
 
 // Mailboxes implements journal.Journal.
 func (j *Journal) Mailboxes(ctx context.Context, fn func(name string) error) error {
-	start := []byte{tagMailbox}
-	for {
-		var page []string
-		var next []byte
-		err := j.view(ctx, func(txn *badger.Txn) error {
-			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{tagMailbox}})
-			defer it.Close()
-			for it.Seek(start); it.Valid(); it.Next() {
-				k := it.Item().Key()
-				if len(page) == pageSize {
-					next = it.Item().KeyCopy(nil)
-					return nil
-				}
-				page = append(page, string(k[1:]))
-			}
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("badgerjournal: mailboxes: %w", err)
-		}
-		for _, name := range page {
-			if err := fn(name); err != nil {
-				return err
-			}
-		}
-		if next == nil {
-			return nil
-		}
-		start = next
-	}
+	return paged(ctx, j, "mailboxes", []byte{tagMailbox}, []byte{tagMailbox}, nil,
+		func(_ *badger.Txn, item *badger.Item) (string, bool, error) {
+			return string(item.Key()[1:]), true, nil
+		}, fn)
 }
 
 // List implements journal.Journal. It returns journal.ErrNotFound for a mailbox
 // that never held a message.
 func (j *Journal) List(ctx context.Context, name string, fromUID uint32, fn func(journal.MailboxItem) error) error {
-	prefix := uidPrefix(name)
-	start := uidKey(name, fromUID)
-	first := true
-	for {
-		var page []journal.MailboxItem
-		var next []byte
-		err := j.view(ctx, func(txn *badger.Txn) error {
-			if first {
-				if _, ok, err := getMailbox(txn, name); err != nil {
-					return err
-				} else if !ok {
-					return fmt.Errorf("mailbox %q: %w", name, journal.ErrNotFound)
-				}
-			}
-			it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
-			defer it.Close()
-			for it.Seek(start); it.Valid(); it.Next() {
-				bi := it.Item()
-				if len(page) == pageSize {
-					next = bi.KeyCopy(nil)
-					return nil
-				}
-				_, uid, ok := parseUIDKey(bi.Key())
-				if !ok {
-					return fmt.Errorf("bad mailbox index key %x", bi.Key())
-				}
-				var mi item
-				err := bi.Value(func(v []byte) error {
-					var err error
-					mi, err = decodeItem(v)
-					return err
-				})
-				if err != nil {
-					return fmt.Errorf("mailbox %q uid %d: %w", name, uid, err)
-				}
-				page = append(page, journal.MailboxItem{UID: uid, ID: mi.ID, Received: mi.Received, Size: mi.Size})
-			}
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("badgerjournal: list: %w", err)
+	exists := func(txn *badger.Txn) error {
+		if _, ok, err := getMailbox(txn, name); err != nil {
+			return err
+		} else if !ok {
+			return fmt.Errorf("mailbox %q: %w", name, journal.ErrNotFound)
 		}
-		first = false
-		for _, it := range page {
-			if err := fn(it); err != nil {
-				return err
-			}
-		}
-		if next == nil {
-			return nil
-		}
-		start = next
+		return nil
 	}
+	return paged(ctx, j, "list", uidPrefix(name), uidKey(name, fromUID), exists,
+		func(_ *badger.Txn, bi *badger.Item) (journal.MailboxItem, bool, error) {
+			_, uid, ok := parseUIDKey(bi.Key())
+			if !ok {
+				return journal.MailboxItem{}, false, fmt.Errorf("bad mailbox index key %x", bi.Key())
+			}
+			var mi item
+			err := bi.Value(func(v []byte) error {
+				var err error
+				mi, err = decodeItem(v)
+				return err
+			})
+			if err != nil {
+				return journal.MailboxItem{}, false, fmt.Errorf("mailbox %q uid %d: %w", name, uid, err)
+			}
+			return journal.MailboxItem{UID: uid, ID: mi.ID, Received: mi.Received, Size: mi.Size}, true, nil
+		}, fn)
 }
 
 // Custody implements journal.CustodyQueue from the q index, which Append and
 // SetState keep in step with the recipients' states.
 func (j *Journal) Custody(ctx context.Context, fromSeq uint64, fn func(journal.CustodyItem) error) error {
-	start := custodyKey(fromSeq, 0)
-	for {
-		var page []journal.CustodyItem
-		var next []byte
-		err := j.view(ctx, func(txn *badger.Txn) error {
-			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{tagCustody}})
-			defer it.Close()
-			for it.Seek(start); it.Valid(); it.Next() {
-				item := it.Item()
-				if len(page) == pageSize {
-					next = item.KeyCopy(nil)
-					return nil
-				}
-				seq, rcpt, ok := parseCustodyKey(item.Key())
-				if !ok {
-					return fmt.Errorf("bad custody key %x", item.Key())
-				}
-				ci := journal.CustodyItem{Seq: seq, Rcpt: rcpt}
-				err := item.Value(func(v []byte) error {
-					if len(v) != len(ci.ID)+1 {
-						return fmt.Errorf("custody entry %x: bad value", item.Key())
-					}
-					copy(ci.ID[:], v)
-					ci.State = journal.State(v[len(ci.ID)])
-					return nil
-				})
-				if err != nil {
-					return err
-				}
-				page = append(page, ci)
+	return paged(ctx, j, "custody", []byte{tagCustody}, custodyKey(fromSeq, 0), nil,
+		func(_ *badger.Txn, item *badger.Item) (journal.CustodyItem, bool, error) {
+			seq, rcpt, ok := parseCustodyKey(item.Key())
+			if !ok {
+				return journal.CustodyItem{}, false, fmt.Errorf("bad custody key %x", item.Key())
 			}
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("badgerjournal: custody: %w", err)
-		}
-		for _, ci := range page {
-			if err := fn(ci); err != nil {
-				return err
-			}
-		}
-		if next == nil {
-			return nil
-		}
-		start = next
-	}
+			ci := journal.CustodyItem{Seq: seq, Rcpt: rcpt}
+			err := item.Value(func(v []byte) error {
+				if len(v) != len(ci.ID)+1 {
+					return fmt.Errorf("custody entry %x: bad value", item.Key())
+				}
+				copy(ci.ID[:], v)
+				ci.State = journal.State(v[len(ci.ID)])
+				return nil
+			})
+			return ci, err == nil, err
+		}, fn)
 }
 
 // ByMessageID implements journal.MessageIDIndex.
