@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -403,3 +404,41 @@ func ReadMemory(pid int) (Memory, error) {
 func ResetPeak(pid int) error {
 	return os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0)
 }
+
+// Metrics returns the running Lifeline's /metrics page.
+func (l *Lifeline) Metrics() (string, error) {
+	resp, err := http.Get("http://" + l.HTTPAddr + "/metrics")
+	if err != nil {
+		return "", fmt.Errorf("metrics: %w", err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	if cerr := resp.Body.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("metrics: HTTP %d", resp.StatusCode)
+	}
+	return string(b), err
+}
+
+// MetricSum adds up every sample of a metric family on a /metrics page
+// (Prometheus text format), e.g. lifeline_panics_total over all components.
+func MetricSum(page, name string) (sum float64, found bool) {
+	for _, line := range strings.Split(page, "\n") {
+		if strings.HasPrefix(line, "#") {
+			continue
+		}
+		rest, ok := strings.CutPrefix(line, name)
+		if !ok || (rest != "" && rest[0] != '{' && rest[0] != ' ') {
+			continue
+		}
+		f := strings.Fields(line)
+		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		if err == nil {
+			sum += v
+			found = true
+		}
+	}
+	return sum, found
+}
+

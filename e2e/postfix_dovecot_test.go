@@ -123,6 +123,18 @@ func TestPostfixDovecotJournal(t *testing.T) {
 	}
 	t.Logf("Dovecot: %s", report)
 
+	// Every message went through the milter, and nothing panicked on the way.
+	page, err := env.Lifeline.Metrics()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, ok := MetricSum(page, "lifeline_panics_total"); !ok || n != 0 {
+		t.Errorf("lifeline_panics_total = %v (exported: %v), want 0", n, ok)
+	}
+	if n, _ := MetricSum(page, `lifeline_milter_messages_total{result="journaled"}`); int(n) != len(msgs) {
+		t.Errorf("lifeline_milter_messages_total{result=\"journaled\"} = %v, want %d", n, len(msgs))
+	}
+
 	// The journal is read with `lifeline serve` stopped: the embedded
 	// journal allows one process at a time.
 	if err := env.Lifeline.Stop(); err != nil {
