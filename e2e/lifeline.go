@@ -441,4 +441,3 @@ func MetricSum(page, name string) (sum float64, found bool) {
 	}
 	return sum, found
 }
-
