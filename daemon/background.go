@@ -9,8 +9,9 @@ import (
 	"github.com/lifelinemail/lifeline/journal"
 )
 
-// runSweeper removes messages past retention every interval, first right away.
-func runSweeper(ctx context.Context, j journal.Journal, retention, interval time.Duration, log *slog.Logger, m *metrics) {
+// every runs fn right away and then interval after each run ends, until ctx
+// is done.
+func every(ctx context.Context, interval time.Duration, fn func()) {
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
@@ -19,9 +20,14 @@ func runSweeper(ctx context.Context, j journal.Journal, retention, interval time
 			return
 		case <-t.C:
 		}
-		sweepOnce(ctx, j, retention, log, m)
+		fn()
 		t.Reset(interval)
 	}
+}
+
+// runSweeper removes messages past retention every interval, first right away.
+func runSweeper(ctx context.Context, j journal.Journal, retention, interval time.Duration, log *slog.Logger, m *metrics) {
+	every(ctx, interval, func() { sweepOnce(ctx, j, retention, log, m) })
 }
 
 func sweepOnce(ctx context.Context, j journal.Journal, retention time.Duration, log *slog.Logger, m *metrics) {
@@ -51,30 +57,24 @@ func sweepOnce(ctx context.Context, j journal.Journal, retention time.Duration, 
 
 // runStats refreshes the journal gauges every interval.
 func runStats(ctx context.Context, j journal.Journal, interval time.Duration, log *slog.Logger, m *metrics) {
-	t := time.NewTimer(0)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
+	every(ctx, interval, func() { refreshStats(ctx, j, log, m) })
+}
+
+func refreshStats(ctx context.Context, j journal.Journal, log *slog.Logger, m *metrics) {
+	st, err := j.Stats(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			m.statsErrors.Inc()
+			log.Warn("reading journal statistics", "err", err)
 		}
-		st, err := j.Stats(ctx)
-		if err != nil {
-			if ctx.Err() == nil {
-				m.statsErrors.Inc()
-				log.Warn("reading journal statistics", "err", err)
-			}
-		} else {
-			m.journalBytes.Set(float64(st.BytesOnDisk))
-			m.journalRaw.Set(float64(st.BytesRaw))
-			m.journalMsgs.Set(float64(st.Messages))
-			if st.Oldest.IsZero() {
-				m.journalOldest.Set(0)
-			} else {
-				m.journalOldest.Set(float64(st.Oldest.Unix()))
-			}
-		}
-		t.Reset(interval)
+		return
 	}
+	m.journalBytes.Set(float64(st.BytesOnDisk))
+	m.journalRaw.Set(float64(st.BytesRaw))
+	m.journalMsgs.Set(float64(st.Messages))
+	oldest := 0.0
+	if !st.Oldest.IsZero() {
+		oldest = float64(st.Oldest.Unix())
+	}
+	m.journalOldest.Set(oldest)
 }

@@ -211,11 +211,7 @@ func cmdJournal(args []string, stdout, stderr io.Writer) error {
 	if err := parse(fs, args[1:]); err != nil {
 		return err
 	}
-	cfg, err := config.Load(*cfgPath)
-	if err != nil {
-		return err
-	}
-	j, err := daemon.OpenJournal(cfg, slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	j, err := openJournal(*cfgPath, stderr)
 	if err != nil {
 		return err
 	}
@@ -226,6 +222,16 @@ func cmdJournal(args []string, stdout, stderr io.Writer) error {
 		err = verify(ctx, j, stdout)
 	}
 	return errors.Join(err, j.Close())
+}
+
+// openJournal opens the journal a config file names, for the operator
+// commands that read it directly (only warnings are logged).
+func openJournal(cfgPath string, stderr io.Writer) (journal.Journal, error) {
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		return nil, err
+	}
+	return daemon.OpenJournal(cfg, slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 }
 
 func printStats(ctx context.Context, j journal.Journal, w io.Writer) error {
@@ -289,11 +295,7 @@ func cmdExport(args []string, stdout, stderr io.Writer) error {
 	if *format == "eml" && *output == "" {
 		return usageError{errors.New("export: --format eml needs --output DIR")}
 	}
-	cfg, err := config.Load(*cfgPath)
-	if err != nil {
-		return err
-	}
-	j, err := daemon.OpenJournal(cfg, slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	j, err := openJournal(*cfgPath, stderr)
 	if err != nil {
 		return err
 	}
