@@ -9,7 +9,6 @@
 package addrmap
 
 import (
-	"fmt"
 	"sort"
 	"strings"
 )
@@ -75,7 +74,10 @@ const (
 // Postfix's {rcpt_mailer} and {rcpt_host}: when the recipient's resolved next
 // hop is a configured server's LMTP address, that server decides.
 func (m *Map) Resolve(rcpt, mailer, host string) (mailboxes []string, server string) {
-	seen := map[string]bool{}
+	var seen map[string]bool // only expand writes it, and only with an alias table
+	if m.aliases != nil {
+		seen = map[string]bool{}
+	}
 	var out []string
 	m.expand(strings.ToLower(strings.TrimSpace(rcpt)), 0, seen, &out)
 	sort.Strings(out)
@@ -163,9 +165,6 @@ func (m *Map) strip(addr string) string {
 	return addr
 }
 
-// Server returns the server that serves domain, "" if none.
-func (m *Map) Server(domain string) string { return m.domains[strings.ToLower(domain)] }
-
 func splitAddr(a string) (local, domain string, ok bool) {
 	i := strings.LastIndexByte(a, '@')
 	if i <= 0 || i == len(a)-1 {
@@ -192,9 +191,4 @@ func compact(s []string) []string {
 		}
 	}
 	return out
-}
-
-// String is for logs.
-func (m *Map) String() string {
-	return fmt.Sprintf("addrmap(%d domains, %d aliases)", len(m.domains), len(m.aliases))
 }

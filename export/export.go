@@ -28,11 +28,9 @@ func (f Filter) match(e journal.Entry) bool {
 	return (f.Since.IsZero() || !t.Before(f.Since)) && (f.Until.IsZero() || t.Before(f.Until))
 }
 
-// Each calls fn for every entry of the filter's mailbox in UID order.
+// Each calls fn for every entry of the filter's mailbox in UID order; an
+// unknown mailbox is journal.ErrNotFound (from List).
 func Each(ctx context.Context, j journal.Journal, f Filter, fn func(journal.Entry) error) error {
-	if _, err := j.Mailbox(ctx, f.Mailbox); err != nil {
-		return fmt.Errorf("mailbox %s: %w", f.Mailbox, err)
-	}
 	return j.List(ctx, f.Mailbox, 1, func(it journal.MailboxItem) error {
 		e, err := j.Get(ctx, it.ID)
 		if err != nil {
