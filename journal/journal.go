@@ -66,10 +66,24 @@ type Recipient struct {
 	Mailer    string   // Postfix {rcpt_mailer} (transport), informational
 	Host      string   // Postfix {rcpt_host} (next hop), informational
 	State     State
-	// Attempts and LastReply record replay progress (next issue). Zero for now.
-	Attempts  int
-	LastReply string
-	Updated   time.Time
+	// Attempts, LastReply, NextAttempt and Done record replay progress.
+	Attempts    int       // delivery attempts made by replay
+	LastReply   string    // the last reply (or error) replay got for it
+	Updated     time.Time // when State last changed
+	NextAttempt time.Time // retrying: when replay tries again
+	// Done lists the mailboxes replay has already delivered this recipient to,
+	// when it maps to several (an alias) and only some accepted: a retry skips
+	// them, so that nobody gets the message twice.
+	Done []string
+}
+
+// Change is one recipient's outcome of a delivery attempt, for Update.
+type Change struct {
+	Rcpt        int    // index into Envelope.Recipients
+	To          State  // the new state
+	Reply       string // the reply or error that decided it, stored as LastReply
+	NextAttempt time.Time
+	Done        []string // replaces Recipient.Done when not nil
 }
 
 // Summary is the header summary stored beside a message for listings and search.
@@ -165,6 +179,20 @@ type Journal interface {
 	// message to state to, recording reply as its LastReply. A transition that
 	// State.CanBecome forbids returns ErrInvalidState.
 	SetState(ctx context.Context, id ID, rcpt int, to State, reply string) error
+
+	// Update applies the changes to one message's recipients atomically, in one
+	// durable write (all recipients of one LMTP transaction share an fsync).
+	// A transition out of custody or retrying counts one attempt. A transition
+	// that State.CanBecome forbids fails the whole update with ErrInvalidState.
+	Update(ctx context.Context, id ID, changes ...Change) error
+
+	// Custody calls fn for every undelivered recipient (custody or retrying)
+	// with Seq >= fromSeq, in arrival order, then recipient order. fn returning
+	// an error stops the walk and Custody returns that error. Recipients whose
+	// state changes during the walk may or may not be seen.
+	Custody(ctx context.Context, fromSeq uint64, fn func(CustodyItem) error) error
+
+	ControlStore
 
 	// Sweep removes every message received before horizon unless one of its
 	// recipients is undelivered (State.Undelivered), and reclaims disk space.

@@ -2,6 +2,7 @@ package badgerjournal
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -352,7 +353,7 @@ func (j *Journal) applyAppend(txn *badger.Txn, w *writes, id journal.ID, in *rec
 	}
 	for i, rc := range rec.Env.Recipients {
 		if rc.State.Undelivered() {
-			w.set(custodyKey(seq, i), custodyValue(id, rc.State))
+			w.set(custodyKey(seq, i), custodyValue(id, &rc))
 		}
 	}
 	if a.flushed > 0 {
@@ -374,6 +375,30 @@ func uidValidity(now time.Time) uint32 {
 	return 1
 }
 
-func custodyValue(id journal.ID, s journal.State) []byte {
-	return append(id[:len(id):len(id)], byte(s))
+// custodyValue is a q entry's value: what replay needs to decide whether the
+// recipient is due, without reading the message record.
+func custodyValue(id journal.ID, rc *journal.Recipient) []byte {
+	v := make([]byte, 0, len(id)+1+8+len(rc.Server))
+	v = append(v, id[:]...)
+	v = append(v, byte(rc.State))
+	var next int64
+	if !rc.NextAttempt.IsZero() {
+		next = rc.NextAttempt.UnixNano()
+	}
+	v = binary.BigEndian.AppendUint64(v, uint64(next))
+	return append(v, rc.Server...)
+}
+
+func parseCustodyValue(v []byte, ci *journal.CustodyItem) error {
+	if len(v) < len(ci.ID)+1+8 {
+		return fmt.Errorf("bad custody value %x", v)
+	}
+	copy(ci.ID[:], v)
+	v = v[len(ci.ID):]
+	ci.State = journal.State(v[0])
+	if next := int64(binary.BigEndian.Uint64(v[1:9])); next != 0 {
+		ci.NextAttempt = time.Unix(0, next)
+	}
+	ci.Server = string(v[9:])
+	return nil
 }

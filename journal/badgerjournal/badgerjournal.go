@@ -187,7 +187,6 @@ type Journal struct {
 }
 
 var _ journal.Journal = (*Journal)(nil)
-var _ journal.CustodyQueue = (*Journal)(nil)
 var _ journal.MessageIDIndex = (*Journal)(nil)
 
 // Open opens (creating if needed) the journal in dir. Badger locks the

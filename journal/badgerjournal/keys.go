@@ -13,7 +13,10 @@ import (
 //	m ID(16)                         -> message record (record.go)
 //	s seq(8)                         -> ID             arrival order
 //	t sec(8) nsec(4) seq(8)          -> ID             by Envelope.Received, for Scan and Sweep
-//	q seq(8) rcpt(2)                 -> ID             custody queue: undelivered recipients in arrival order
+//	q seq(8) rcpt(2)                 -> ID state(1) next-attempt(8) server
+//	                                    custody queue: undelivered recipients in arrival order
+//	k name                           -> control value (journal.ControlStore)
+//	e len(2) log seq(8)              -> event (journal.ControlStore)
 //	x len(2) message-id seq(8)       -> ID             by Message-ID
 //	b mailbox-name                   -> mailbox record (UIDVALIDITY, UIDNEXT, count)
 //	u len(2) mailbox-name uid(4)     -> mailbox item (ID, received, size)
@@ -21,6 +24,7 @@ import (
 //	p body(8)                        -> (empty) a body whose chunks are written but whose
 //	                                    message is not committed yet: in flight or orphaned
 //	_seq, _stats, _format, _bodyseq  -> counters and the format version
+//	_ev log                          -> last event seq of a log
 //
 // The message ID is the identity (journal.Identity), so the dedupe look-up is the
 // m key itself. Bodies have their own ids (from a Badger sequence) because the
@@ -40,6 +44,8 @@ const (
 	tagUID     = 'u'
 	tagChunk   = 'c'
 	tagPending = 'p'
+	tagControl = 'k'
+	tagEvent   = 'e'
 )
 
 // Single keys, as strings so that they are constants; []byte(keySeq) makes a
@@ -49,10 +55,11 @@ const (
 	keyStats   = "_stats"
 	keyFormat  = "_format"
 	keyBodySeq = "_bodyseq"
+	keyEvSeq   = "_ev"
 )
 
 // formatVersion is stored under _format; Open refuses a journal with another one.
-const formatVersion = 1
+const formatVersion = 2
 
 // maxNameLen bounds mailbox names and indexed Message-IDs, which are part of
 // keys (Badger's limit is 64 KB; long keys cost on every look-up).

@@ -306,7 +306,7 @@ func (j *Journal) List(ctx context.Context, name string, fromUID uint32, fn func
 		}, fn)
 }
 
-// Custody implements journal.CustodyQueue from the q index, which Append and
+// Custody implements journal.Journal from the q index, which Append and
 // SetState keep in step with the recipients' states.
 func (j *Journal) Custody(ctx context.Context, fromSeq uint64, fn func(journal.CustodyItem) error) error {
 	return paged(ctx, j, "custody", []byte{tagCustody}, custodyKey(fromSeq, 0), nil,
@@ -316,14 +316,7 @@ func (j *Journal) Custody(ctx context.Context, fromSeq uint64, fn func(journal.C
 				return journal.CustodyItem{}, false, fmt.Errorf("bad custody key %x", item.Key())
 			}
 			ci := journal.CustodyItem{Seq: seq, Rcpt: rcpt}
-			err := item.Value(func(v []byte) error {
-				if len(v) != len(ci.ID)+1 {
-					return fmt.Errorf("custody entry %x: bad value", item.Key())
-				}
-				copy(ci.ID[:], v)
-				ci.State = journal.State(v[len(ci.ID)])
-				return nil
-			})
+			err := item.Value(func(v []byte) error { return parseCustodyValue(v, &ci) })
 			return ci, err == nil, err
 		}, fn)
 }

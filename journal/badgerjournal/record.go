@@ -34,7 +34,7 @@ func (r *record) entry(id journal.ID) journal.Entry {
 	return journal.Entry{ID: id, Seq: r.Seq, Envelope: r.Env, Summary: r.Summary, Size: r.Size, Stored: r.Stored}
 }
 
-const recordVersion = 1
+const recordVersion = 2
 
 func (r *record) encode() []byte {
 	var e encoder
@@ -66,6 +66,11 @@ func (r *record) encode() []byte {
 		e.uvarint(uint64(rc.Attempts))
 		e.str(rc.LastReply)
 		e.time(rc.Updated)
+		e.time(rc.NextAttempt)
+		e.uvarint(uint64(len(rc.Done)))
+		for _, m := range rc.Done {
+			e.str(m)
+		}
 	}
 	s := &r.Summary
 	for _, v := range []string{s.From, s.To, s.Cc, s.Subject, s.Date, s.MessageID} {
@@ -115,6 +120,13 @@ func decodeRecord(b []byte) (*record, error) {
 		rc.Attempts = d.int()
 		rc.LastReply = d.str()
 		rc.Updated = d.time()
+		rc.NextAttempt = d.time()
+		if n := d.count(); n > 0 {
+			rc.Done = make([]string, n)
+			for j := range rc.Done {
+				rc.Done[j] = d.str()
+			}
+		}
 	}
 	s := &r.Summary
 	for _, v := range []*string{&s.From, &s.To, &s.Cc, &s.Subject, &s.Date, &s.MessageID} {

@@ -19,7 +19,8 @@ func sampleRecord() *record {
 			MailFrom: "s@example.org", QueueID: "4QAB", Received: time.Unix(-5, 1), AuthUser: "u\xff", Source: "milter",
 			Recipients: []journal.Recipient{
 				{Address: "a@example.com", Mailboxes: []string{"a", "b"}, Server: "dovecot", Mailer: "lmtp",
-					Host: "[::1]:24", State: journal.StateRetrying, Attempts: 3, LastReply: "451 later", Updated: time.Unix(1, 2)},
+					Host: "[::1]:24", State: journal.StateRetrying, Attempts: 3, LastReply: "451 later", Updated: time.Unix(1, 2),
+					NextAttempt: time.Unix(1e9, 3), Done: []string{"a"}},
 				{Address: "x@elsewhere", State: journal.StateMTA},
 			},
 		},
@@ -44,6 +45,10 @@ func TestRecordRoundTrip(t *testing.T) {
 				t.Errorf("recipient %d updated %v", i, got.Env.Recipients[i].Updated)
 			}
 			got.Env.Recipients[i].Updated = r.Env.Recipients[i].Updated
+			if !got.Env.Recipients[i].NextAttempt.Equal(r.Env.Recipients[i].NextAttempt) {
+				t.Errorf("recipient %d next attempt %v", i, got.Env.Recipients[i].NextAttempt)
+			}
+			got.Env.Recipients[i].NextAttempt = r.Env.Recipients[i].NextAttempt
 		}
 		if !reflect.DeepEqual(got, r) {
 			t.Errorf("round trip\n got %+v\nwant %+v", got, r)

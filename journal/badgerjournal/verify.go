@@ -188,7 +188,7 @@ func (v *verifier) record(id journal.ID, rec *record) error {
 			if err != nil {
 				return err
 			}
-			if !ok || !bytes.Equal(val, custodyValue(id, rc.State)) {
+			if !ok || !bytes.Equal(val, custodyValue(id, &rc)) {
 				v.add(id, "recipient %d is %s but not in the custody queue as such", i, rc.State)
 			}
 		}

@@ -74,6 +74,8 @@ func Run(t *testing.T, open Opener) {
 		{"Closed", testClosed},
 		{"CustodyQueue", testCustodyQueue},
 		{"MessageIDIndex", testMessageIDIndex},
+		{"Update", testUpdate},
+		{"ControlStore", testControlStore},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := &harness{t: t, ctx: t.Context(), open: open, dir: t.TempDir(),
@@ -1146,10 +1148,7 @@ func testClosed(t *testing.T, h *harness) {
 
 func testCustodyQueue(t *testing.T, h *harness) {
 	base, ctx := h.base, h.ctx
-	q, ok := h.j.(journal.CustodyQueue)
-	if !ok {
-		t.Skip("backend has no custody queue")
-	}
+	q := h.j
 	walk := func(from uint64) []journal.CustodyItem {
 		t.Helper()
 		var out []journal.CustodyItem
@@ -1160,7 +1159,9 @@ func testCustodyQueue(t *testing.T, h *harness) {
 	}
 	e1 := env("s@example.org", base, "a@example.com", "b@example.com", "c@example.com")
 	e1.Recipients[0].State = journal.StateCustody
+	e1.Recipients[0].Server = "one"
 	e1.Recipients[2].State = journal.StateCustody
+	e1.Recipients[2].Server = "two"
 	m1 := h.append(e1, msg("q1")).ID
 	h.append(env("s@example.org", base, "a@example.com"), msg("q2"))
 	e3 := env("s@example.org", base, "a@example.com")
@@ -1169,8 +1170,8 @@ func testCustodyQueue(t *testing.T, h *harness) {
 	s1, s3 := h.get(m1).Seq, h.get(m3).Seq
 
 	want := []journal.CustodyItem{
-		{Seq: s1, ID: m1, Rcpt: 0, State: journal.StateCustody},
-		{Seq: s1, ID: m1, Rcpt: 2, State: journal.StateCustody},
+		{Seq: s1, ID: m1, Rcpt: 0, State: journal.StateCustody, Server: "one"},
+		{Seq: s1, ID: m1, Rcpt: 2, State: journal.StateCustody, Server: "two"},
 		{Seq: s3, ID: m3, Rcpt: 0, State: journal.StateRetrying},
 	}
 	if got := walk(0); !slices.Equal(got, want) {
@@ -1182,13 +1183,13 @@ func testCustodyQueue(t *testing.T, h *harness) {
 	h.setState(m1, 0, journal.StateDelivered, "250")
 	h.setState(m1, 2, journal.StateRetrying, "451")
 	h.setState(m3, 0, journal.StateFailed, "550")
-	want = []journal.CustodyItem{{Seq: s1, ID: m1, Rcpt: 2, State: journal.StateRetrying}}
+	want = []journal.CustodyItem{{Seq: s1, ID: m1, Rcpt: 2, State: journal.StateRetrying, Server: "two"}}
 	if got := walk(0); !slices.Equal(got, want) {
 		t.Errorf("custody queue %+v, want %+v", got, want)
 	}
 	h.setState(m3, 0, journal.StateCustody, "operator")
 	h.reopen()
-	q = h.j.(journal.CustodyQueue)
+	q = h.j
 	want = append(want, journal.CustodyItem{Seq: s3, ID: m3, Rcpt: 0, State: journal.StateCustody})
 	if got := walk(0); !slices.Equal(got, want) {
 		t.Errorf("custody queue after reopen %+v, want %+v", got, want)
@@ -1224,6 +1225,127 @@ func testMessageIDIndex(t *testing.T, h *harness) {
 	h.sweep(base.Add(time.Hour))
 	if got := find("mid@example.org"); !slices.Equal(got, []journal.ID{b}) {
 		t.Errorf("after sweep: %v", got)
+	}
+	h.verify()
+}
+
+// testUpdate: one Update changes several recipients at once, records replay
+// progress (attempts, next attempt, mailboxes done) and is all-or-nothing.
+func testUpdate(t *testing.T, h *harness) {
+	base, ctx := h.base, h.ctx
+	e := env("s@example.org", base, "a@example.com", "b@example.com", "list@example.com")
+	for i := range e.Recipients {
+		e.Recipients[i].State = journal.StateCustody
+		e.Recipients[i].Server = "mx"
+	}
+	e.Recipients[2].Mailboxes = []string{"c@example.com", "d@example.com"}
+	id := h.append(e, msg("u1")).ID
+	next := base.Add(time.Hour)
+	err := h.j.Update(ctx, id,
+		journal.Change{Rcpt: 0, To: journal.StateDelivered, Reply: "250 2.0.0 ok"},
+		journal.Change{Rcpt: 1, To: journal.StateRetrying, Reply: "452 4.2.2 full", NextAttempt: next},
+		journal.Change{Rcpt: 2, To: journal.StateRetrying, Reply: "451", NextAttempt: next, Done: []string{"c@example.com"}})
+	if err != nil {
+		t.Fatalf("Update: %v", err)
+	}
+	got := h.get(id).Envelope.Recipients
+	if got[0].State != journal.StateDelivered || got[0].Attempts != 1 || got[0].LastReply != "250 2.0.0 ok" {
+		t.Errorf("recipient 0: %+v", got[0])
+	}
+	if got[1].State != journal.StateRetrying || !got[1].NextAttempt.Equal(next) || got[1].Attempts != 1 {
+		t.Errorf("recipient 1: %+v", got[1])
+	}
+	if !slices.Equal(got[2].Done, []string{"c@example.com"}) {
+		t.Errorf("recipient 2 done %q", got[2].Done)
+	}
+	var items []journal.CustodyItem
+	if err := h.j.Custody(ctx, 0, func(ci journal.CustodyItem) error { items = append(items, ci); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(items) != 2 || items[0].Rcpt != 1 || !items[0].NextAttempt.Equal(next) || items[0].Server != "mx" ||
+		items[0].State != journal.StateRetrying {
+		t.Errorf("custody queue after update: %+v", items)
+	}
+	// A forbidden transition in the batch leaves every recipient as it was.
+	err = h.j.Update(ctx, id,
+		journal.Change{Rcpt: 1, To: journal.StateDelivered, Reply: "250"},
+		journal.Change{Rcpt: 0, To: journal.StateRetrying, Reply: "451"})
+	if !errors.Is(err, journal.ErrInvalidState) {
+		t.Fatalf("Update with delivered -> retrying: %v, want ErrInvalidState", err)
+	}
+	if r := h.get(id).Envelope.Recipients[1]; r.State != journal.StateRetrying {
+		t.Errorf("failed update changed recipient 1 to %s", r.State)
+	}
+	// Retrying again keeps Done when the change does not name it.
+	if err := h.j.Update(ctx, id, journal.Change{Rcpt: 2, To: journal.StateDelivered, Reply: "250"}); err != nil {
+		t.Fatal(err)
+	}
+	if r := h.get(id).Envelope.Recipients[2]; r.Attempts != 2 || !slices.Equal(r.Done, []string{"c@example.com"}) {
+		t.Errorf("recipient 2 after delivery: %+v", r)
+	}
+	h.reopen()
+	if r := h.get(id).Envelope.Recipients[1]; !r.NextAttempt.Equal(next) {
+		t.Errorf("next attempt after reopen %v", r.NextAttempt)
+	}
+	h.verify()
+}
+
+// testControlStore: control values and event logs are durable and ordered.
+func testControlStore(t *testing.T, h *harness) {
+	ctx := h.ctx
+	if _, err := h.j.Control(ctx, "outage/mx"); !errors.Is(err, journal.ErrNotFound) {
+		t.Fatalf("Control of a missing key: %v", err)
+	}
+	for _, kv := range [][2]string{{"outage/mx", "1"}, {"outage/alt", "2"}, {"window/7", "w"}} {
+		if err := h.j.SetControl(ctx, kv[0], []byte(kv[1])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := h.j.SetControl(ctx, "outage/mx", []byte("3")); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 3; i++ {
+		seq, err := h.j.AppendEvent(ctx, "outage", []byte(fmt.Sprint("ev", i)))
+		if err != nil || seq != uint64(i) {
+			t.Fatalf("AppendEvent %d: seq %d, %v", i, seq, err)
+		}
+	}
+	if _, err := h.j.AppendEvent(ctx, "other", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	h.reopen()
+	v, err := h.j.Control(ctx, "outage/mx")
+	if err != nil || string(v) != "3" {
+		t.Errorf("Control after reopen: %q, %v", v, err)
+	}
+	var keys []string
+	if err := h.j.Controls(ctx, "outage/", func(k string, v []byte) error {
+		keys = append(keys, k+"="+string(v))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"outage/alt=2", "outage/mx=3"}; !slices.Equal(keys, want) {
+		t.Errorf("Controls: %q, want %q", keys, want)
+	}
+	if err := h.j.SetControl(ctx, "outage/alt", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.j.Control(ctx, "outage/alt"); !errors.Is(err, journal.ErrNotFound) {
+		t.Errorf("deleted key: %v", err)
+	}
+	var evs []string
+	if err := h.j.Events(ctx, "outage", 2, func(seq uint64, v []byte) error {
+		evs = append(evs, fmt.Sprint(seq, "=", string(v)))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"2=ev2", "3=ev3"}; !slices.Equal(evs, want) {
+		t.Errorf("Events: %q, want %q", evs, want)
+	}
+	if seq, err := h.j.AppendEvent(ctx, "outage", []byte("ev4")); err != nil || seq != 4 {
+		t.Errorf("AppendEvent after reopen: %d, %v", seq, err)
 	}
 	h.verify()
 }
