@@ -8,6 +8,8 @@ package config
 import (
 	"fmt"
 	"net"
+	"net/url"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -22,6 +24,9 @@ type Config struct {
 	HTTP    HTTP     `toml:"http"`
 	Mapping Mapping  `toml:"mapping"`
 	Servers []Server `toml:"server"`
+	Windows []Window `toml:"window"`
+	Replay  Replay   `toml:"replay"`
+	Notify  Notify   `toml:"notify"`
 	Log     Log      `toml:"log"`
 }
 
@@ -57,9 +62,14 @@ type Milter struct {
 	ProgressInterval Duration `toml:"progress_interval"`
 }
 
-// HTTP configures the listener for /metrics and /healthz.
+// HTTP configures the listener for /metrics, /healthz and the admin API (/v1/).
 type HTTP struct {
 	Listen string `toml:"listen"` // default 127.0.0.1:9894
+	// AdminToken is the bearer token the admin API requires. When it is empty
+	// the token is read from AdminTokenFile, which `lifeline serve` creates
+	// with a random token (mode 0600) if it does not exist, like a cookie file.
+	AdminToken     string `toml:"admin_token"`
+	AdminTokenFile string `toml:"admin_token_file"` // default: admin.token beside the journal directory
 }
 
 // Mapping configures how envelope recipients map to continuity mailboxes.
@@ -80,6 +90,55 @@ type Server struct {
 	// LMTP is where replay delivers ("tcp:HOST:PORT" or "unix:/path"); it also
 	// identifies the server in Postfix's {rcpt_host} macro.
 	LMTP string `toml:"lmtp"`
+	// Interval is how often the probes run (default 10s); FailAfter consecutive
+	// failed rounds declare an outage (default 3), RecoverAfter consecutive
+	// good rounds end it (default 3). Detection takes Interval × FailAfter.
+	Interval     Duration `toml:"interval"`
+	FailAfter    int      `toml:"fail_after"`
+	RecoverAfter int      `toml:"recover_after"`
+	// Probes check the server; a round fails if any probe fails. Default: one
+	// lmtp probe of the LMTP address.
+	Probes []Probe `toml:"probe"`
+}
+
+// Probe is one health check of a mailbox server.
+type Probe struct {
+	Type         string   `toml:"type"`    // lmtp, smtp, imap, tcp or http
+	Address      string   `toml:"address"` // tcp:HOST:PORT or unix:/path; lmtp defaults to the server's lmtp
+	URL          string   `toml:"url"`     // http
+	ExpectStatus int      `toml:"expect_status"`
+	Canary       string   `toml:"canary"` // lmtp, smtp: an address whose RCPT TO must succeed
+	User         string   `toml:"user"`   // imap: optional LOGIN
+	Password     string   `toml:"password"`
+	Timeout      Duration `toml:"timeout"` // default 5s
+}
+
+// Window is a maintenance window: the server is in outage from Start to End.
+type Window struct {
+	Server string    `toml:"server"`
+	Start  time.Time `toml:"start"`
+	End    time.Time `toml:"end"`
+	Reason string    `toml:"reason"`
+}
+
+// Replay configures how custody mail is given back after an outage.
+type Replay struct {
+	Concurrency int      `toml:"concurrency"`   // parallel connections per server (default 4)
+	Rate        float64  `toml:"rate"`          // messages/s per server, 0 = unlimited
+	RetryMin    Duration `toml:"retry_min"`     // first retry delay (default 30s), doubling
+	RetryMax    Duration `toml:"retry_max"`     // longest retry delay (default 30m)
+	GiveUpAfter Duration `toml:"give_up_after"` // temporary failures become permanent after (default 5d)
+	Mode        string   `toml:"mode"`          // "lmtp" (default) or "smtp" (re-inject into the MTA)
+	Reinject    string   `toml:"reinject"`      // smtp mode: the MTA's SMTP port without the milter
+	DSN         *bool    `toml:"dsn"`           // mail a DSN to the sender on permanent failure (default true)
+}
+
+// Notify configures operator notifications.
+type Notify struct {
+	Webhook    string `toml:"webhook"`    // URL receiving a JSON POST per event
+	Postmaster string `toml:"postmaster"` // address mailed per event
+	From       string `toml:"from"`       // sender of notification mail
+	Submit     string `toml:"submit"`     // where notification mail and DSNs go (SMTP), tcp:HOST:PORT
 }
 
 // Log configures log/slog output on standard error.
@@ -92,6 +151,14 @@ type Log struct {
 const (
 	DefaultMilterListen = "tcp:127.0.0.1:8894"
 	DefaultHTTPListen   = "127.0.0.1:9894"
+
+	// Probe defaults: 10 s × 3 failures = 30 s to declare an outage. One lost
+	// probe (a Dovecot reload, a GC pause) must not start one, and during the
+	// detection time nothing is lost: Postfix queues and retries on its own.
+	DefaultProbeInterval = 10 * time.Second
+	DefaultFailAfter     = 3
+	DefaultRecoverAfter  = 3
+	DefaultProbeTimeout  = 5 * time.Second
 )
 
 func (c *Config) applyDefaults() {
@@ -128,6 +195,59 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Mapping.DetailDelimiter == "" {
 		c.Mapping.DetailDelimiter = "+"
+	}
+	if c.HTTP.AdminTokenFile == "" && c.HTTP.AdminToken == "" && c.Journal.Path != "" {
+		c.HTTP.AdminTokenFile = filepath.Join(filepath.Dir(filepath.Clean(c.Journal.Path)), "admin.token")
+	}
+	for i := range c.Servers {
+		s := &c.Servers[i]
+		if s.Interval == 0 {
+			s.Interval = Duration(DefaultProbeInterval)
+		}
+		if s.FailAfter == 0 {
+			s.FailAfter = DefaultFailAfter
+		}
+		if s.RecoverAfter == 0 {
+			s.RecoverAfter = DefaultRecoverAfter
+		}
+		if len(s.Probes) == 0 && s.LMTP != "" {
+			s.Probes = []Probe{{Type: "lmtp"}}
+		}
+		for j := range s.Probes {
+			p := &s.Probes[j]
+			if p.Type == "lmtp" && p.Address == "" {
+				p.Address = s.LMTP
+			}
+			if p.Type == "http" && p.ExpectStatus == 0 {
+				p.ExpectStatus = 200
+			}
+			if p.Timeout == 0 {
+				p.Timeout = Duration(DefaultProbeTimeout)
+			}
+		}
+	}
+	r := &c.Replay
+	if r.Concurrency == 0 {
+		r.Concurrency = 4
+	}
+	if r.RetryMin == 0 {
+		r.RetryMin = Duration(30 * time.Second)
+	}
+	if r.RetryMax == 0 {
+		r.RetryMax = Duration(30 * time.Minute)
+	}
+	if r.GiveUpAfter == 0 {
+		r.GiveUpAfter = Duration(5 * 24 * time.Hour)
+	}
+	if r.Mode == "" {
+		r.Mode = "lmtp"
+	}
+	if r.DSN == nil {
+		t := true
+		r.DSN = &t
+	}
+	if c.Notify.From == "" {
+		c.Notify.From = "lifeline@localhost"
 	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
@@ -202,6 +322,83 @@ func (c *Config) validate(errs *Errors) {
 				errs.add(key+".lmtp", err.Error(), `"tcp:127.0.0.1:24" or "unix:/var/run/dovecot/lmtp"`)
 			}
 		}
+		if s.Interval < Duration(100*time.Millisecond) {
+			errs.add(key+".interval", "must be at least 100ms", `e.g. interval = "10s"`)
+		}
+		if s.FailAfter < 1 {
+			errs.add(key+".fail_after", "must be at least 1", "")
+		}
+		if s.RecoverAfter < 1 {
+			errs.add(key+".recover_after", "must be at least 1", "")
+		}
+		for j, p := range s.Probes {
+			pk := fmt.Sprintf("%s.probe.%d", key, j)
+			switch p.Type {
+			case "lmtp", "smtp", "imap", "tcp":
+				if _, _, err := SplitListen(p.Address); err != nil {
+					errs.add(pk+".address", err.Error(), `"tcp:HOST:PORT" or "unix:/path"`)
+				}
+			case "http":
+				if u, err := url.Parse(p.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+					errs.add(pk+".url", fmt.Sprintf("%q is not an http(s) URL", p.URL), "")
+				}
+			default:
+				errs.add(pk+".type", fmt.Sprintf("is %q", p.Type), "lmtp, smtp, imap, tcp or http")
+			}
+			if p.Password != "" && p.User == "" {
+				errs.add(pk+".user", "is required with password", "")
+			}
+			if p.Timeout < Duration(10*time.Millisecond) {
+				errs.add(pk+".timeout", "must be at least 10ms", "")
+			}
+		}
+	}
+	for i, w := range c.Windows {
+		key := fmt.Sprintf("window.%d", i)
+		if !names[w.Server] {
+			errs.add(key+".server", fmt.Sprintf("%q is not a declared [[server]]", w.Server), "")
+		}
+		if w.Start.IsZero() || w.End.IsZero() || !w.End.After(w.Start) {
+			errs.add(key, "needs start and end, end after start", "e.g. start = 2026-12-01T02:00:00Z")
+		}
+	}
+	r := c.Replay
+	if r.Concurrency < 1 || r.Concurrency > 256 {
+		errs.add("replay.concurrency", "must be 1 to 256", "")
+	}
+	if r.Rate < 0 {
+		errs.add("replay.rate", "must not be negative", "0 means unlimited")
+	}
+	if r.RetryMin < Duration(time.Second) || r.RetryMax < r.RetryMin {
+		errs.add("replay.retry_min", "must be at least 1s and at most retry_max", "")
+	}
+	if r.GiveUpAfter < r.RetryMax {
+		errs.add("replay.give_up_after", "must be at least retry_max", "")
+	}
+	switch r.Mode {
+	case "lmtp":
+	case "smtp":
+		if _, _, err := SplitListen(r.Reinject); err != nil {
+			errs.add("replay.reinject", "smtp mode needs the MTA's milter-free SMTP address: "+err.Error(), `e.g. "tcp:127.0.0.1:10026"`)
+		}
+	default:
+		errs.add("replay.mode", fmt.Sprintf("is %q", r.Mode), `"lmtp" or "smtp"`)
+	}
+	if c.Notify.Webhook != "" {
+		if u, err := url.Parse(c.Notify.Webhook); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs.add("notify.webhook", fmt.Sprintf("%q is not an http(s) URL", c.Notify.Webhook), "")
+		}
+	}
+	needSubmit := c.Notify.Postmaster != "" || (*c.Replay.DSN && c.Notify.Submit != "")
+	if needSubmit {
+		if _, _, err := SplitListen(c.Notify.Submit); err != nil {
+			errs.add("notify.submit", "mail notifications need an SMTP address: "+err.Error(), `e.g. "tcp:127.0.0.1:10026"`)
+		}
+	}
+	if c.HTTP.AdminToken != "" || c.HTTP.AdminTokenFile != "" {
+		if host, _, err := net.SplitHostPort(c.HTTP.Listen); err == nil && !isLoopback(host) {
+			errs.add("http.listen", "the admin API needs a loopback address (it has no TLS)", `"127.0.0.1:9894"`)
+		}
 	}
 	switch strings.ToLower(c.Log.Level) {
 	case "debug", "info", "warn", "error":
@@ -232,4 +429,14 @@ func SplitListen(s string) (network, address string, err error) {
 		return "", "", fmt.Errorf("%q is not tcp:HOST:PORT or unix:/path", s)
 	}
 	return "tcp", s, nil
+}
+
+// isLoopback reports whether host names a loopback address. A host name other
+// than localhost is not trusted to resolve to one.
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

@@ -263,3 +263,86 @@ domains = "x.org"
 		}
 	}
 }
+
+func TestOutageKeys(t *testing.T) {
+	c, err := Parse("t.toml", []byte(`
+[journal]
+path = "/var/lib/lifeline/journal"
+[[server]]
+name = "mx1"
+domains = ["a.example"]
+lmtp = "tcp:127.0.0.1:24"
+[[server]]
+name = "mx2"
+domains = ["b.example"]
+lmtp = "unix:/run/dovecot/lmtp"
+interval = "2s"
+fail_after = 5
+  [[server.probe]]
+  type = "imap"
+  address = "tcp:127.0.0.1:143"
+  user = "canary"
+  password = "secret"
+  [[server.probe]]
+  type = "http"
+  url = "http://127.0.0.1:8080/health"
+[[window]]
+server = "mx2"
+start = 2026-12-01T02:00:00Z
+end = 2026-12-01T04:00:00Z
+reason = "upgrade"
+[replay]
+mode = "smtp"
+reinject = "tcp:127.0.0.1:10026"
+[notify]
+postmaster = "postmaster@a.example"
+submit = "tcp:127.0.0.1:10026"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s1, s2 := c.Servers[0], c.Servers[1]
+	if s1.Interval.D() != DefaultProbeInterval || s1.FailAfter != 3 || s1.RecoverAfter != 3 {
+		t.Errorf("probe defaults: %+v", s1)
+	}
+	if len(s1.Probes) != 1 || s1.Probes[0].Type != "lmtp" || s1.Probes[0].Address != s1.LMTP || s1.Probes[0].Timeout.D() != DefaultProbeTimeout {
+		t.Errorf("default probe: %+v", s1.Probes)
+	}
+	if s2.FailAfter != 5 || len(s2.Probes) != 2 || s2.Probes[1].ExpectStatus != 200 {
+		t.Errorf("server 2: %+v", s2)
+	}
+	if len(c.Windows) != 1 || c.Windows[0].End.Sub(c.Windows[0].Start) != 2*time.Hour {
+		t.Errorf("windows: %+v", c.Windows)
+	}
+	if c.Replay.Concurrency != 4 || !*c.Replay.DSN || c.Replay.RetryMin.D() != 30*time.Second {
+		t.Errorf("replay defaults: %+v", c.Replay)
+	}
+	if c.HTTP.AdminTokenFile != "/var/lib/lifeline/admin.token" {
+		t.Errorf("admin token file default %q", c.HTTP.AdminTokenFile)
+	}
+
+	_, err = Parse("t.toml", []byte(`
+[journal]
+path = "j"
+[http]
+listen = "0.0.0.0:9894"
+[[server]]
+name = "mx"
+domains = ["a.example"]
+lmtp = "tcp:127.0.0.1:24"
+fail_after = -1
+  [[server.probe]]
+  type = "ping"
+[[window]]
+server = "nope"
+start = 2026-12-01T04:00:00Z
+end = 2026-12-01T02:00:00Z
+[replay]
+mode = "smtp"
+`))
+	for _, want := range []string{"server.0.fail_after", "server.0.probe.0.type", "window.0.server", "window.0", "replay.reinject", "http.listen"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v does not name %s", err, want)
+		}
+	}
+}
