@@ -40,10 +40,24 @@ commands:
   journal verify -c FILE    check the journal's consistency (exit 1 on problems)
   export -c FILE --mailbox ADDR [--since T] [--until T] --format mbox|eml [--output PATH]
                             write a mailbox's journaled mail as .eml files or an mbox
+  status -c FILE [--json]   each mailbox server's state, custody backlog, replay progress
+  outage start -c FILE --server NAME --reason TEXT
+                            declare an outage by hand (probes do not end it)
+  outage end -c FILE --server NAME
+                            end an outage; replay starts
+  outage history -c FILE [--server NAME]
+                            the outage transitions (time, cause, reason)
+  window add -c FILE --server NAME --start T --end T [--reason TEXT]
+  window remove -c FILE --id ID
+                            schedule or cancel a maintenance window
+  restore -c FILE --mailbox ADDR --since T [--until T] [--folder NAME] [--dry-run]
+                            deliver journaled mail of a mailbox back over LMTP
   version                   print the version
 
 The journal commands and export open the journal directly: stop 'lifeline serve'
-first (the embedded journal allows one process at a time).
+first (the embedded journal allows one process at a time). status, outage,
+window and restore talk to the running 'lifeline serve' through its admin API
+([http] listen, with the token from admin_token or admin_token_file).
 `
 
 func main() {
@@ -65,6 +79,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdJournal(rest, stdout, stderr)
 	case "export":
 		err = cmdExport(rest, stdout, stderr)
+	case "status":
+		err = cmdStatus(rest, stdout, stderr)
+	case "outage":
+		err = cmdOutage(rest, stdout, stderr)
+	case "window":
+		err = cmdWindow(rest, stdout, stderr)
+	case "restore":
+		err = cmdRestore(rest, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "lifeline", getVersion())
 	case "help", "-h", "--help":

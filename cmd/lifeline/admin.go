@@ -1,0 +1,279 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/lifelinemail/lifeline/admin"
+	"github.com/lifelinemail/lifeline/config"
+)
+
+// adminClient reads the config for the admin API's address and token.
+func adminClient(cfgPath string) (*admin.Client, error) {
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		return nil, err
+	}
+	token, err := admin.ReadToken(cfg.HTTP.AdminToken, cfg.HTTP.AdminTokenFile)
+	if err != nil {
+		return nil, err
+	}
+	return admin.NewClient(cfg.HTTP.Listen, token), nil
+}
+
+// relTime accepts what parseTime does plus a duration back from now ("24h", "7d").
+func relTime(s string, now time.Time) (time.Time, error) {
+	if d, err := config.ParseDuration(s); err == nil && s != "" {
+		return now.Add(-d), nil
+	}
+	return parseTime(s)
+}
+
+func cmdStatus(args []string, stdout, stderr io.Writer) error {
+	fs, cfgPath := newFlags("status", stderr)
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	c, err := adminClient(*cfgPath)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := c.Status(ctx)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(st)
+	}
+	return printStatus(stdout, st)
+}
+
+func printStatus(w io.Writer, st admin.Status) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SERVER\tSTATE\tSINCE\tCAUSE\tPROBE\tBACKLOG\tOLDEST\tREPLAY")
+	for _, s := range st.Servers {
+		state := "up"
+		if s.Outage {
+			state = "OUTAGE"
+		}
+		probe := "ok"
+		if !s.Up {
+			probe = "failing"
+			if s.LastError != "" {
+				probe += ": " + trim(s.LastError, 40)
+			}
+		}
+		cause := s.Cause
+		if s.Reason != "" {
+			cause += " (" + trim(s.Reason, 30) + ")"
+		}
+		oldest := "-"
+		if !s.Oldest.IsZero() {
+			oldest = st.Time.Sub(s.Oldest).Round(time.Second).String() + " ago"
+		}
+		replay := "idle"
+		if s.Replay.Running || s.Replay.Delivered+s.Replay.Failed+s.Replay.Retrying > 0 {
+			replay = fmt.Sprintf("delivered %d, retrying %d, failed %d", s.Replay.Delivered, s.Replay.Retrying, s.Replay.Failed)
+			if s.Replay.Running {
+				replay = "running: " + replay
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", s.Name, state, since(s.Since, st.Time), cause, probe, s.Backlog, oldest, replay)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(st.Windows) > 0 {
+		fmt.Fprintln(w, "\nmaintenance windows:")
+		for _, win := range st.Windows {
+			fmt.Fprintf(w, "  %s  %s  %s .. %s  %s\n", win.ID, win.Server, win.Start.Format(time.RFC3339), win.End.Format(time.RFC3339), win.Reason)
+		}
+	}
+	return nil
+}
+
+func since(t, now time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.Local().Format("2006-01-02 15:04:05") + " (" + now.Sub(t).Round(time.Second).String() + ")"
+}
+
+func trim(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
+}
+
+func cmdOutage(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || (args[0] != "start" && args[0] != "end" && args[0] != "history") {
+		return usageError{fmt.Errorf("outage: want start, end or history")}
+	}
+	sub := args[0]
+	fs, cfgPath := newFlags("outage "+sub, stderr)
+	server := fs.String("server", "", "mailbox server name (as in [[server]] name)")
+	reason := fs.String("reason", "", "why (start: required; kept in the outage history)")
+	if err := parse(fs, args[1:]); err != nil {
+		return err
+	}
+	if *server == "" && sub != "history" {
+		return usageError{fmt.Errorf("outage %s: --server is required", sub)}
+	}
+	if sub == "start" && strings.TrimSpace(*reason) == "" {
+		return usageError{fmt.Errorf("outage start: --reason is required")}
+	}
+	c, err := adminClient(*cfgPath)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var st admin.Status
+	switch sub {
+	case "start":
+		st, err = c.StartOutage(ctx, *server, *reason)
+	case "end":
+		st, err = c.EndOutage(ctx, *server)
+	case "history":
+		ts, err := c.Transitions(ctx, *server)
+		if err != nil {
+			return err
+		}
+		for _, t := range ts {
+			what := "outage ended"
+			if t.Outage {
+				what = "outage started"
+			}
+			fmt.Fprintf(stdout, "%s  %s  %s  cause=%s by=%s  %s\n", t.Time.Local().Format(time.RFC3339), t.Server, what, t.Cause, t.By, t.Reason)
+		}
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return printStatus(stdout, st)
+}
+
+func cmdWindow(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || (args[0] != "add" && args[0] != "remove") {
+		return usageError{fmt.Errorf("window: want add or remove")}
+	}
+	sub := args[0]
+	fs, cfgPath := newFlags("window "+sub, stderr)
+	server := fs.String("server", "", "mailbox server name")
+	start := fs.String("start", "", "start (RFC 3339)")
+	end := fs.String("end", "", "end (RFC 3339)")
+	reason := fs.String("reason", "", "why")
+	id := fs.String("id", "", "window id (remove)")
+	if err := parse(fs, args[1:]); err != nil {
+		return err
+	}
+	c, err := adminClient(*cfgPath)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if sub == "remove" {
+		if *id == "" {
+			return usageError{fmt.Errorf("window remove: --id is required")}
+		}
+		return c.RemoveWindow(ctx, *id)
+	}
+	s, err := parseTime(*start)
+	if err != nil {
+		return usageError{fmt.Errorf("--start: %w", err)}
+	}
+	e, err := parseTime(*end)
+	if err != nil {
+		return usageError{fmt.Errorf("--end: %w", err)}
+	}
+	w, err := c.AddWindow(ctx, admin.Window{Server: *server, Start: s, End: e, Reason: *reason})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "window %s: %s %s .. %s\n", w.ID, w.Server, w.Start.Format(time.RFC3339), w.End.Format(time.RFC3339))
+	return nil
+}
+
+func cmdRestore(args []string, stdout, stderr io.Writer) error {
+	fs, cfgPath := newFlags("restore", stderr)
+	mailbox := fs.String("mailbox", "", "continuity mailbox (address) to restore")
+	sinceS := fs.String("since", "", "from (RFC 3339, YYYY-MM-DD, or a duration back from now: 24h, 7d)")
+	untilS := fs.String("until", "", "up to, exclusive (default: now)")
+	folder := fs.String("folder", "", "deliver into this folder (user+folder@domain; Dovecot lmtp_save_to_detail_mailbox)")
+	dryRun := fs.Bool("dry-run", false, "count what would be restored, deliver nothing")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	now := time.Now()
+	since, err := relTime(*sinceS, now)
+	if err != nil || since.IsZero() {
+		return usageError{fmt.Errorf("restore: --since is required (%v)", err)}
+	}
+	until, err := relTime(*untilS, now)
+	if err != nil {
+		return usageError{fmt.Errorf("restore: --until: %w", err)}
+	}
+	if *mailbox == "" {
+		return usageError{fmt.Errorf("restore: --mailbox is required")}
+	}
+	c, err := adminClient(*cfgPath)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	tty := false
+	if f, ok := stderr.(*os.File); ok {
+		// A character device is a terminal (or /dev/null, where the bar is harmless).
+		if fi, err := f.Stat(); err == nil {
+			tty = fi.Mode()&os.ModeCharDevice != 0
+		}
+	}
+	final, err := c.Restore(ctx, admin.RestoreRequest{Mailbox: *mailbox, Since: since, Until: until, Folder: *folder, DryRun: *dryRun},
+		func(p admin.RestoreProgress) {
+			if tty {
+				fmt.Fprintf(stderr, "\r%s", bar(p, 30))
+			}
+		})
+	if tty {
+		fmt.Fprintln(stderr)
+	}
+	verb := "restored"
+	if *dryRun {
+		verb = "would restore"
+	}
+	fmt.Fprintf(stdout, "%s %d of %d messages (%d bytes) of %s; delivered %d, failed %d\n",
+		verb, final.Done, final.Total, final.Bytes, *mailbox, final.Delivered, final.Failed)
+	if err != nil {
+		return err
+	}
+	if final.Failed > 0 {
+		fmt.Fprintf(stderr, "lifeline: last failure: %s\n", final.Last)
+		return exitError(1)
+	}
+	return nil
+}
+
+// bar draws a one-line progress bar.
+func bar(p admin.RestoreProgress, width int) string {
+	filled := width
+	if p.Total > 0 {
+		filled = p.Done * width / p.Total
+	}
+	return fmt.Sprintf("[%s%s] %d/%d", strings.Repeat("#", filled), strings.Repeat(".", width-filled), p.Done, p.Total)
+}
