@@ -11,6 +11,13 @@
 // answers ACCEPT. When the journal fails the answer is ACCEPT (mail flow never
 // stops because of Lifeline) or, if configured, TEMPFAIL.
 //
+// In outage mode (custody.go) the recipients whose mailbox server is in
+// outage are journaled in state custody and taken away from the MTA: the
+// milter removes them with SMFIR_DELRCPT (it asks for SMFIF_DELRCPT in option
+// negotiation; the MTA needs no configuration for that), or answers DISCARD
+// when every recipient is in custody. It answers only once the custody record
+// is durable; if the journal fails, it answers TEMPFAIL.
+//
 // The server (server.go) follows net/http: New, Serve(ln), Shutdown(ctx).
 // Metrics are registered on the Registerer it is given (metrics.go); panics in
 // callbacks are recovered, counted in lifeline_panics_total{component="milter"}

@@ -31,7 +31,7 @@ func newTestJournal(t *testing.T) journal.Journal {
 
 // faultJournal wraps a real journal and injects faults into Append: an error,
 // a delay, a block until the context ends, a panic, or a hook that sees the
-// call. It is the only fake in these tests and exists for fault injection.
+// call; and an error into Get. It is the only fake in these tests and exists for fault injection.
 type faultJournal struct {
 	journal.Journal
 
@@ -40,6 +40,7 @@ type faultJournal struct {
 	block    bool                                                         // wait for ctx to end, return its error
 	panicMsg string                                                       // panic with this message
 	hook     func(ctx context.Context, env journal.Envelope, r io.Reader) // called first
+	getErr   error                                                        // returned by Get instead of reading
 
 	calls   atomic.Int32
 	started chan struct{} // closed when the first Append starts, if non-nil
@@ -72,6 +73,13 @@ func (f *faultJournal) Append(ctx context.Context, env journal.Envelope, r io.Re
 		return journal.AppendResult{}, f.err
 	}
 	return f.Journal.Append(ctx, env, r)
+}
+
+func (f *faultJournal) Get(ctx context.Context, id journal.ID) (journal.Entry, error) {
+	if f.getErr != nil {
+		return journal.Entry{}, f.getErr
+	}
+	return f.Journal.Get(ctx, id)
 }
 
 // stored is one journaled message as read back through the interface.

@@ -18,7 +18,17 @@ const (
 	componentLabelMilter = "milter"
 )
 
-var allResults = []string{resultJournaled, resultDuplicate, resultErrorAccepted, resultErrorTempFail, resultAborted}
+// Results of outage mode (custody.go). They describe the answer, so they take
+// precedence over journaled and duplicate: a message offered again whose
+// stored recipients are in custody counts as custody once more.
+const (
+	resultCustody         = "custody"          // every recipient is Lifeline's: answered DISCARD
+	resultPartialCustody  = "partial_custody"  // some recipients are Lifeline's: DELRCPT for them, then ACCEPT
+	resultCustodyTempFail = "custody_tempfail" // custody could not be made durable (or checked): TEMPFAIL
+)
+
+var allResults = []string{resultJournaled, resultDuplicate, resultErrorAccepted, resultErrorTempFail, resultAborted,
+	resultCustody, resultPartialCustody, resultCustodyTempFail}
 
 // metrics are the milter's collectors. They live on the Server, never in
 // package variables, so that two Servers can run in one test process.
@@ -26,7 +36,10 @@ type metrics struct {
 	messages      *prometheus.CounterVec
 	appendSeconds prometheus.Histogram
 	appendErrors  prometheus.Counter
-	panics        prometheus.Counter
+	// custodyRecipients counts recipients removed from the MTA's message
+	// (DELRCPT or DISCARD) because Lifeline has them in custody.
+	custodyRecipients prometheus.Counter
+	panics            prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, panics prometheus.Counter) (*metrics, error) {
@@ -52,6 +65,12 @@ func newMetrics(reg prometheus.Registerer, panics prometheus.Counter) (*metrics,
 	m.appendErrors, err = register(reg, prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "lifeline_journal_append_errors_total",
 		Help: "Journal appends from the milter that returned an error.",
+	}))
+	errs = append(errs, err)
+
+	m.custodyRecipients, err = register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "lifeline_milter_custody_recipients_total",
+		Help: "Recipients the milter took away from the MTA (DELRCPT, or DISCARD of the whole message) because they are in Lifeline's custody; a message offered again counts again.",
 	}))
 	errs = append(errs, err)
 

@@ -23,6 +23,14 @@ type Resolver interface {
 	Resolve(rcpt, mailer, host string) (mailboxes []string, server string)
 }
 
+// OutageChecker tells whether a mailbox server is in outage (health.Monitor
+// implements it). InOutage is called for each recipient with a mailbox server
+// at every end-of-message, from many connections at once: it must be safe for
+// concurrent use and cheap (an atomic load), and must not block.
+type OutageChecker interface {
+	InOutage(server string) bool
+}
+
 // ErrorAction is what the milter answers the MTA when a message could not be
 // journaled.
 type ErrorAction int
@@ -65,6 +73,13 @@ type Options struct {
 	// still journaled, but lands in no continuity mailbox).
 	Resolver Resolver
 
+	// Outage tells which mailbox servers are in outage. At end-of-message
+	// each recipient whose server is in outage is journaled in state custody
+	// and taken away from the MTA (SMFIR_DELRCPT, or SMFIR_DISCARD when every
+	// recipient is Lifeline's); see custody.go. Nil means no server is ever in
+	// outage: every recipient is journaled as mta.
+	Outage OutageChecker
+
 	// Logger receives structured logs; every line of one MTA connection carries
 	// the same "conn" attribute. Message bodies and credentials are never
 	// logged. Nil discards logs.
@@ -86,7 +101,10 @@ type Options struct {
 	// OnJournalError decides the answer when a message cannot be journaled
 	// (Append failed, the spool file could not be written, or a callback
 	// panicked): Accept (the default) or TempFail. Either way the failure is
-	// counted in lifeline_milter_messages_total and logged.
+	// counted in lifeline_milter_messages_total and logged. It applies only
+	// while none of the message's recipients is in outage: then the answer is
+	// always TEMPFAIL, because Lifeline may only take custody of a message
+	// whose custody record is durable (DESIGN.md, step 3).
 	OnJournalError ErrorAction
 
 	// SpoolThreshold is how many bytes of one message are kept in memory

@@ -110,7 +110,14 @@ func negotiate(mtaVersion, milterVersion uint32, mtaActions, milterActions gomil
 func (s *Server) milterOptions(c *conn) []gomilter.Option {
 	return []gomilter.Option{
 		gomilter.WithProtocols(wantProtocol),
-		gomilter.WithActions(0), // Lifeline does not modify messages (yet)
+		// SMFIF_DELRCPT, to take custody recipients away from the MTA
+		// (custody.go). The MTA offers the actions it supports in
+		// SMFIC_OPTNEG and the milter picks from them; Postfix offers it
+		// without any configuration. negotiate keeps only what the MTA
+		// offers, so an MTA without it still works (partial custody then
+		// falls back to mta). go-milter adds SMFIF_SETSYMLIST for the macro
+		// requests below. Lifeline makes no other change to messages.
+		gomilter.WithActions(gomilter.OptRemoveRcpt),
 		gomilter.WithNegotiationCallback(negotiate),
 		// Postfix sends only requested macros (milter8.c, SMFIF_SETSYMLIST).
 		// "i" exists in Postfix only from DATA on; ask at EOH and EOM.

@@ -28,7 +28,7 @@ const (
 // Every callback answers RespContinue (an early RespAccept would make the MTA
 // skip the rest of the message, body included) until EndOfMessage, which
 // journals the message and answers ACCEPT — or TEMPFAIL if so configured and
-// the journal failed.
+// the journal failed; in outage mode it takes custody (custody.go).
 type session struct {
 	srv          *Server
 	c            *conn
@@ -183,7 +183,8 @@ func (s *session) BodyChunk(chunk []byte, _ gomilter.Modifier) (resp *gomilter.R
 	return gomilter.RespContinue, nil
 }
 
-// EndOfMessage journals the message and answers the MTA.
+// EndOfMessage journals the message, takes custody of the recipients whose
+// mailbox server is in outage, and answers the MTA.
 func (s *session) EndOfMessage(m gomilter.Modifier) (resp *gomilter.Response, err error) {
 	if s.msg == nil {
 		// No event of this message reached us (not even MAIL FROM): there is
@@ -192,12 +193,17 @@ func (s *session) EndOfMessage(m gomilter.Modifier) (resp *gomilter.Response, er
 		return gomilter.RespAccept, nil
 	}
 	msg := s.msg
+	// custody tells the failure paths that a recipient is in outage, so that
+	// they answer TEMPFAIL whatever OnJournalError says. Until the plan is
+	// made it is true whenever an Outage checker exists: a panicking checker
+	// must not lead to ACCEPT.
+	custody := s.srv.opts.Outage != nil
 	defer s.discard() // the spool file goes whatever happens
 	defer func() {
 		if r := recover(); r != nil {
 			s.srv.metrics.panics.Inc()
 			s.log.Error("panic in milter callback", "stage", "eom", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
-			resp, err = s.journalFailed(msg, fmt.Errorf("panic at end-of-message: %v", r)), nil
+			resp, err = s.journalFailed(msg, custody, fmt.Errorf("panic at end-of-message: %v", r)), nil
 		}
 	}()
 
@@ -207,15 +213,17 @@ func (s *session) EndOfMessage(m gomilter.Modifier) (resp *gomilter.Response, er
 	if msg.env.AuthUser == "" {
 		msg.env.AuthUser = m.Get(macroAuthAuthen)
 	}
+	plan := s.planCustody(msg.env.Recipients, m.Actions()&gomilter.OptRemoveRcpt != 0)
+	custody = plan != nil && plan.n > 0
 	if msg.failed != nil {
-		return s.journalFailed(msg, msg.failed), nil
+		return s.journalFailed(msg, custody, msg.failed), nil
 	}
 	if err := msg.rb.Finish(); err != nil {
-		return s.journalFailed(msg, err), nil
+		return s.journalFailed(msg, custody, err), nil
 	}
 	r, err := msg.spool.Reader()
 	if err != nil {
-		return s.journalFailed(msg, err), nil
+		return s.journalFailed(msg, custody, err), nil
 	}
 
 	now := s.srv.opts.Clock()
@@ -232,12 +240,34 @@ func (s *session) EndOfMessage(m gomilter.Modifier) (resp *gomilter.Response, er
 	start := time.Now()
 	res, err := s.srv.opts.Journal.Append(s.srv.ctx, env, r) // env is not used after this call
 	elapsed := time.Since(start)
+	var stored journal.Entry
+	var getErr error
+	if err == nil && res.Duplicate && plan != nil {
+		// The stored states decide who delivers a message offered again
+		// (custody.go); still under progress, like the append.
+		stored, getErr = s.srv.opts.Journal.Get(s.srv.ctx, res.ID)
+	}
 	stop()
 	s.srv.metrics.appendSeconds.Observe(elapsed.Seconds())
 
 	if err != nil {
 		s.srv.metrics.appendErrors.Inc()
-		return s.journalFailed(msg, fmt.Errorf("journal append: %w", err)), nil
+		return s.journalFailed(msg, custody, fmt.Errorf("journal append: %w", err)), nil
+	}
+	if plan != nil {
+		if getErr != nil {
+			return s.custodyFailed(queueID, nrcpt, fmt.Errorf("journal get of duplicate %s: %w", res.ID, getErr)), nil
+		}
+		if res.Duplicate {
+			if n := plan.adoptStored(stored.Envelope.Recipients); n > 0 {
+				s.log.Warn("recipients of a duplicate not found in the stored copy; they stay with the MTA",
+					"queue_id", queueID, "id", res.ID.String(), "unmatched", n)
+			}
+		}
+		custody = plan.n > 0 // a panic from here on must not ACCEPT either
+		if plan.n > 0 {
+			return s.takeCustody(m, plan, queueID, res), nil
+		}
 	}
 	result := resultJournaled
 	if res.Duplicate {
@@ -250,9 +280,13 @@ func (s *session) EndOfMessage(m gomilter.Modifier) (resp *gomilter.Response, er
 }
 
 // journalFailed counts and logs a message that could not be journaled and
-// returns the configured answer. The error is never returned to go-milter:
+// returns the configured answer, or TEMPFAIL if some recipient was to be
+// taken into custody (custody.go). The error is never returned to go-milter:
 // that would drop the whole MTA connection instead of answering this message.
-func (s *session) journalFailed(msg *message, cause error) *gomilter.Response {
+func (s *session) journalFailed(msg *message, custody bool, cause error) *gomilter.Response {
+	if custody {
+		return s.custodyFailed(msg.env.QueueID, len(msg.env.Recipients), fmt.Errorf("not journaled: %w", cause))
+	}
 	resp, result := gomilter.RespAccept, resultErrorAccepted
 	if s.srv.opts.OnJournalError == TempFail {
 		resp, result = gomilter.RespTempFail, resultErrorTempFail
