@@ -1,6 +1,7 @@
 // Package daemon wires Lifeline's roles together for `lifeline serve`: it opens
-// the journal, starts the milter and the HTTP listener (/metrics, /healthz),
-// runs the retention sweep, and shuts everything down in two phases.
+// the journal, starts the milter, the health monitor, the replayer and the HTTP
+// listener (/metrics, /healthz, the admin API), runs the retention sweep, and
+// shuts everything down in two phases.
 package daemon
 
 import (
@@ -19,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/lifelinemail/lifeline/addrmap"
+	"github.com/lifelinemail/lifeline/admin"
 	"github.com/lifelinemail/lifeline/config"
 	"github.com/lifelinemail/lifeline/journal"
 	"github.com/lifelinemail/lifeline/journal/badgerjournal"
@@ -64,8 +66,28 @@ func Run(ctx context.Context, opts Options) (err error) {
 		}
 	}()
 
+	out, err := newOutage(cfg, j, log, reg, m)
+	if err != nil {
+		return err
+	}
+	outServing := false
+	defer func() {
+		if !outServing { // Run failed before starting it: stop the notifier
+			err = errors.Join(err, out.shutdown(context.Background()))
+		}
+	}()
+	token, err := admin.EnsureToken(cfg.HTTP.AdminToken, cfg.HTTP.AdminTokenFile)
+	if err != nil {
+		return err
+	}
+	api, err := admin.NewHandler(token, out, log.With("component", "admin"))
+	if err != nil {
+		return err
+	}
+
 	mopts := milter.Options{
 		Journal:          j,
+		Outage:           out.monitor,
 		Resolver:         resolver,
 		Logger:           log.With("component", "milter"),
 		Registerer:       reg,
@@ -110,10 +132,11 @@ func Run(ctx context.Context, opts Options) (err error) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintln(w, "ok")
 	})
+	mux.Handle("/v1/", api)
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 
 	var wg sync.WaitGroup
-	serveErr := make(chan error, 2)
+	serveErr := make(chan error, 3)
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
@@ -130,7 +153,14 @@ func Run(ctx context.Context, opts Options) (err error) {
 
 	bg, stopBG := context.WithCancel(context.Background())
 	var bgwg sync.WaitGroup
-	bgwg.Add(2)
+	bgwg.Add(3)
+	outServing = true
+	go func() {
+		defer bgwg.Done()
+		if err := out.serve(bg); err != nil {
+			serveErr <- fmt.Errorf("outage mode: %w", err)
+		}
+	}()
 	go func() {
 		defer bgwg.Done()
 		runSweeper(bg, j, cfg.Journal.Retention.D(), cfg.Journal.SweepInterval.D(), log.With("component", "retention"), m)
@@ -160,6 +190,11 @@ func Run(ctx context.Context, opts Options) (err error) {
 	if err := ms.Shutdown(graceCtx); err != nil {
 		// Phase two happened inside Shutdown: connections left were closed.
 		log.Warn("milter connections aborted at shutdown", "err", err)
+	}
+	// Replay records the outcome of in-flight transactions before the journal
+	// closes; the admin API stays up meanwhile.
+	if err := out.shutdown(graceCtx); err != nil {
+		runErr = errors.Join(runErr, fmt.Errorf("outage mode shutdown: %w", err))
 	}
 	if err := hs.Shutdown(graceCtx); err != nil {
 		runErr = errors.Join(runErr, fmt.Errorf("http shutdown: %w", err), hs.Close())
