@@ -40,6 +40,9 @@ type Journal struct {
 	Retention Duration `toml:"retention"`
 	// SweepInterval is how often the retention sweep runs (default 1h).
 	SweepInterval Duration `toml:"sweep_interval"`
+	// MinFree is the free disk space the journal keeps in reserve; below it
+	// new messages are refused (default 256MiB).
+	MinFree Size `toml:"min_free"`
 }
 
 // Milter configures the Postfix/Sendmail milter listener.
@@ -167,6 +170,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Journal.SweepInterval == 0 {
 		c.Journal.SweepInterval = Duration(time.Hour)
+	}
+	if c.Journal.MinFree == 0 {
+		c.Journal.MinFree = 256 << 20
 	}
 	if c.Milter.Listen == "" {
 		c.Milter.Listen = DefaultMilterListen

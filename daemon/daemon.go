@@ -219,7 +219,7 @@ func warnIfExposed(log *slog.Logger, what string, a net.Addr) {
 
 // OpenJournal opens the configured journal backend.
 func OpenJournal(cfg *config.Config, log *slog.Logger) (journal.Journal, error) {
-	j, err := badgerjournal.Open(cfg.Journal.Path, badgerjournal.Options{Logger: log.With("component", "journal")})
+	j, err := badgerjournal.Open(cfg.Journal.Path, badgerjournal.Options{Logger: log.With("component", "journal"), MinFree: int64(cfg.Journal.MinFree)})
 	if err != nil {
 		return nil, fmt.Errorf("opening journal %s: %w", cfg.Journal.Path, err)
 	}

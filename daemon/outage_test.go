@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -28,7 +30,9 @@ func sendMilter(t *testing.T, addr, id string, rcpts ...string) (*gomilter.Actio
 	}
 	defer sess.Close()
 	steps := []func() (*gomilter.Action, error){
-		func() (*gomilter.Action, error) { return sess.Conn("mx.example.net", gomilter.FamilyInet, 1234, "192.0.2.1") },
+		func() (*gomilter.Action, error) {
+			return sess.Conn("mx.example.net", gomilter.FamilyInet, 1234, "192.0.2.1")
+		},
 		func() (*gomilter.Action, error) { return sess.Helo("mx.example.net") },
 		func() (*gomilter.Action, error) { return sess.Mail("s@example.org", "") },
 	}
@@ -197,4 +201,83 @@ func countMaildir(t *testing.T, maildir string) int {
 		}
 	}
 	return n
+}
+
+// TestDiskFullDuringOutage puts the journal on a small filesystem and fills
+// it: during an outage the milter must answer TEMPFAIL (the sender retries;
+// nothing acknowledged is lost), outside one mail keeps flowing (ACCEPT, the
+// default on_journal_error), and once space is back custody works again.
+func TestDiskFullDuringOutage(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a small filesystem needs root")
+	}
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount tmpfs: %v: %s", err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+			t.Errorf("umount: %v: %s", err, out)
+		}
+	})
+	milterAddr, httpAddr := freePort(t), freePort(t)
+	cfg, err := config.Parse("t.toml", []byte(fmt.Sprintf(`
+[journal]
+path = %q
+min_free = "16MiB"
+[milter]
+listen = "tcp:%s"
+[http]
+listen = %q
+admin_token = "t0ken"
+[[server]]
+name = "dc"
+domains = ["example.test"]
+lmtp = "tcp:127.0.0.1:1"
+fail_after = 1000
+`, filepath.Join(dir, "journal"), milterAddr, httpAddr)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ready := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Version: "test", Ready: ready})
+	}()
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("Run: %v", err)
+	}
+	api := admin.NewClient(httpAddr, "t0ken")
+	if _, err := api.StartOutage(ctx, "dc", "test"); err != nil {
+		t.Fatal(err)
+	}
+	// Leave less than min_free.
+	filler := filepath.Join(dir, "filler")
+	if out, err := exec.Command("dd", "if=/dev/zero", "of="+filler, "bs=1M", "count=30").CombinedOutput(); err != nil {
+		t.Logf("dd: %v: %s", err, out) // it stops at the end of the filesystem; fine
+	}
+	if act, _ := sendMilter(t, milterAddr, "full1", "alice@example.test"); act.Type != gomilter.ActionTempFail {
+		t.Errorf("custody on a full disk: %v, want TEMPFAIL", act)
+	}
+	if act, _ := sendMilter(t, milterAddr, "full2", "x@foreign.net"); act.Type != gomilter.ActionAccept {
+		t.Errorf("normal mail on a full disk: %v, want ACCEPT (mail flow never stops)", act)
+	}
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	if act, _ := sendMilter(t, milterAddr, "full1", "alice@example.test"); act.Type != gomilter.ActionDiscard {
+		t.Errorf("custody after space came back: %v, want DISCARD", act)
+	}
+	metrics := get(t, "http://"+httpAddr+"/metrics")
+	if !strings.Contains(metrics, `lifeline_milter_messages_total{result="custody_tempfail"} 1`) {
+		t.Errorf("metrics do not count the custody tempfail")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run returned %v", err)
+	}
 }

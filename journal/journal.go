@@ -26,6 +26,10 @@ var (
 	ErrClosed       = errors.New("journal: closed")
 	ErrInvalidState = errors.New("journal: invalid state transition")
 	ErrTooLarge     = errors.New("journal: message too large")
+	// ErrDiskFull: the journal keeps a reserve of free disk space and refuses
+	// new messages rather than run the filesystem full (where a store that
+	// writes through memory maps would crash on SIGBUS).
+	ErrDiskFull = errors.New("journal: not enough free disk space")
 )
 
 // ID identifies a stored message. It is derived from the message's identity (see

@@ -29,6 +29,9 @@ func (j *Journal) Append(ctx context.Context, env journal.Envelope, r io.Reader)
 		return journal.AppendResult{}, err
 	}
 	defer j.exit()
+	if err := j.checkFree(); err != nil {
+		return journal.AppendResult{}, err
+	}
 
 	now := j.opts.Clock()
 	env, boxes, err := prepareEnvelope(env, now)
@@ -207,6 +210,11 @@ func (a *appending) flush() error {
 		return err
 	}
 	j := a.j
+	// A large message may fill the disk while it streams in: look again
+	// before each batch.
+	if err := j.checkFree(); err != nil {
+		return err
+	}
 	first := a.flushed == 0
 	if first {
 		j.markInflight(a.body)

@@ -100,6 +100,15 @@ type Options struct {
 	// Default 256 MiB.
 	ValueLogFileSize int64
 
+	// MinFree is the free space (bytes available to this user on the journal's
+	// filesystem) that Append keeps in reserve: below it, Append fails with
+	// journal.ErrDiskFull before writing. Badger writes its value log, WAL and
+	// tables through memory maps of sparse files, and a write through a map
+	// onto a full filesystem kills the process with SIGBUS (measured on
+	// tmpfs); the reserve leaves room for a group commit, a memtable flush and
+	// compactions. Default 256 MiB; negative disables the check.
+	MinFree int64
+
 	// ValueThreshold: values this large or larger (compressed chunks, mostly)
 	// live in the value log rather than in the LSM tree. Default 4 KiB.
 	ValueThreshold int64
@@ -132,6 +141,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.ValueLogFileSize <= 0 {
 		o.ValueLogFileSize = 256 << 20
+	}
+	if o.MinFree == 0 {
+		o.MinFree = 256 << 20
 	}
 	if o.ValueThreshold <= 0 {
 		o.ValueThreshold = 4 << 10
