@@ -44,7 +44,7 @@ func (c *control) EndOutage(_ context.Context, server, _ string) error {
 }
 
 func (c *control) AddWindow(_ context.Context, w Window) (Window, error) { w.ID = "w1"; return w, nil }
-func (c *control) RemoveWindow(context.Context, string) error             { return ErrNotFound }
+func (c *control) RemoveWindow(context.Context, string) error            { return ErrNotFound }
 func (c *control) Transitions(context.Context, string, int) ([]Transition, error) {
 	return nil, nil
 }

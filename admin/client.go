@@ -142,4 +142,3 @@ func (c *Client) Restore(ctx context.Context, req RestoreRequest, progress func(
 	}
 	return last, fmt.Errorf("restore: the server ended the stream without a final line")
 }
-

@@ -29,23 +29,23 @@ type Status struct {
 type ServerStatus struct {
 	Name      string    `json:"name"`
 	Outage    bool      `json:"outage"`
-	Since     time.Time `json:"since"`
+	Since     time.Time `json:"since,omitzero"`
 	Cause     string    `json:"cause,omitempty"` // probe, operator, window
 	Reason    string    `json:"reason,omitempty"`
 	Manual    bool      `json:"manual"`
 	Up        bool      `json:"up"` // the last probe round succeeded
-	LastProbe time.Time `json:"last_probe"`
+	LastProbe time.Time `json:"last_probe,omitzero"`
 	LastError string    `json:"last_error,omitempty"`
 
-	Backlog int       `json:"backlog"` // recipients in custody or retrying
-	Oldest  time.Time `json:"oldest"`  // arrival of the oldest of them; zero when none
+	Backlog int       `json:"backlog"`         // recipients in custody or retrying
+	Oldest  time.Time `json:"oldest,omitzero"` // arrival of the oldest of them; zero when none
 	Replay  Replay    `json:"replay"`
 }
 
 // Replay is a server's replay progress since its current run began.
 type Replay struct {
 	Running   bool      `json:"running"`
-	Started   time.Time `json:"started"`
+	Started   time.Time `json:"started,omitzero"`
 	Delivered int64     `json:"delivered"`
 	Retrying  int64     `json:"retrying"`
 	Failed    int64     `json:"failed"`
@@ -80,7 +80,7 @@ type OutageRequest struct {
 // RestoreRequest is the body of POST /v1/restore.
 type RestoreRequest struct {
 	Mailbox string    `json:"mailbox"`
-	Since   time.Time `json:"since"`
+	Since   time.Time `json:"since,omitzero"`
 	Until   time.Time `json:"until"` // zero: up to now
 	Folder  string    `json:"folder,omitempty"`
 	DryRun  bool      `json:"dry_run,omitempty"`
