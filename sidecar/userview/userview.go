@@ -1,0 +1,387 @@
+// Package userview is a user's own view of their continuity mailbox, shared by
+// the IMAP and POP3 servers: per message (mailbox and UID) its flags (\Seen,
+// \Answered, \Flagged, \Deleted, \Draft and keywords) and whether the user has
+// removed it (IMAP EXPUNGE, POP3 DELE then QUIT).
+//
+// Removing a message only hides it from this user's view. The journal keeps its
+// copy until retention sweeps it, the other recipients of the message still see
+// it, and a message in custody is still replayed to the user's mailbox server
+// after the outage: the user deleted it from the continuity mailbox, not from
+// their mail (DESIGN.md, "The flow of one message", step 5).
+//
+// The view lives in the journal's control store (journal.ControlStore), so it
+// survives restarts and, later, replicates with the journal. It costs one control
+// key per message that has a flag or is hidden, under
+//
+//	view/<mailbox>/<uid as 10 decimal digits>
+//
+// (a "/" or "%" in the mailbox name is escaped as %2F, %25), holding a small JSON
+// value. A message with no flags that is not hidden has no key. Keys of
+// messages that retention swept are removed by Prune.
+package userview
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/lifelinemail/lifeline/journal"
+)
+
+// System flags (RFC 3501 §2.3.2). \Recent is a session flag and cannot be stored.
+const (
+	FlagSeen     = `\Seen`
+	FlagAnswered = `\Answered`
+	FlagFlagged  = `\Flagged`
+	FlagDeleted  = `\Deleted`
+	FlagDraft    = `\Draft`
+)
+
+var systemFlags = []string{FlagSeen, FlagAnswered, FlagFlagged, FlagDeleted, FlagDraft}
+
+// ErrNoMessage is returned for a UID that is not in the user's view: never
+// assigned in the mailbox, swept by retention, or hidden. It wraps
+// journal.ErrNotFound.
+var ErrNoMessage = fmt.Errorf("userview: no such message: %w", journal.ErrNotFound)
+
+// ErrBadFlag is returned for a flag that is not a system flag or a valid keyword.
+var ErrBadFlag = errors.New("userview: invalid flag")
+
+// Message is one message of a user's view, in UID order.
+type Message struct {
+	UID      uint32
+	ID       journal.ID
+	Size     int64
+	Received time.Time
+	Flags    []string // system flags first, in a fixed order, then keywords sorted
+}
+
+// Store reads and writes users' views. It is safe for concurrent use. Flag
+// updates of one mailbox are serialised within one Store; two processes
+// updating the same message's flags at once (a future distributed journal)
+// would see last-writer-wins.
+type Store struct {
+	j     journal.Journal
+	locks [64]sync.Mutex
+}
+
+// New returns a Store that keeps views in j's control store.
+func New(j journal.Journal) *Store { return &Store{j: j} }
+
+// state is the stored value of one message's view.
+type state struct {
+	Hidden bool     `json:"h,omitempty"`
+	Flags  []string `json:"f,omitempty"`
+}
+
+func (st state) empty() bool { return !st.Hidden && len(st.Flags) == 0 }
+
+const keyRoot = "view/"
+
+var nameEscaper = strings.NewReplacer("%", "%25", "/", "%2F")
+
+func prefix(mailbox string) string { return keyRoot + nameEscaper.Replace(mailbox) + "/" }
+
+func key(mailbox string, uid uint32) string {
+	return fmt.Sprintf("%s%010d", prefix(mailbox), uid)
+}
+
+// parseKey returns the UID of a key under prefix(mailbox).
+func parseKey(pfx, k string) (uint32, bool) {
+	s, ok := strings.CutPrefix(k, pfx)
+	if !ok || len(s) != 10 {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(s, 10, 32)
+	if err != nil || n == 0 {
+		return 0, false
+	}
+	return uint32(n), true
+}
+
+func (s *Store) lock(mailbox string) func() {
+	h := fnv.New32a()
+	h.Write([]byte(mailbox))
+	m := &s.locks[h.Sum32()%uint32(len(s.locks))]
+	m.Lock()
+	return m.Unlock
+}
+
+func (s *Store) states(ctx context.Context, mailbox string) (map[uint32]state, error) {
+	pfx := prefix(mailbox)
+	out := make(map[uint32]state)
+	err := s.j.Controls(ctx, pfx, func(k string, v []byte) error {
+		uid, ok := parseKey(pfx, k)
+		if !ok {
+			return nil
+		}
+		var st state
+		if err := json.Unmarshal(v, &st); err != nil {
+			return fmt.Errorf("userview: bad value under %q: %w", k, err)
+		}
+		out[uid] = st
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("userview: read view of %q: %w", mailbox, err)
+	}
+	return out, nil
+}
+
+func (s *Store) state(ctx context.Context, mailbox string, uid uint32) (state, error) {
+	v, err := s.j.Control(ctx, key(mailbox, uid))
+	if errors.Is(err, journal.ErrNotFound) {
+		return state{}, nil
+	}
+	if err != nil {
+		return state{}, fmt.Errorf("userview: %w", err)
+	}
+	var st state
+	if err := json.Unmarshal(v, &st); err != nil {
+		return state{}, fmt.Errorf("userview: bad value under %q: %w", key(mailbox, uid), err)
+	}
+	return st, nil
+}
+
+func (s *Store) put(ctx context.Context, mailbox string, uid uint32, st state) error {
+	var v []byte
+	if !st.empty() {
+		var err error
+		if v, err = json.Marshal(st); err != nil {
+			return fmt.Errorf("userview: %w", err)
+		}
+	}
+	if err := s.j.SetControl(ctx, key(mailbox, uid), v); err != nil {
+		return fmt.Errorf("userview: store view of %q uid %d: %w", mailbox, uid, err)
+	}
+	return nil
+}
+
+// Messages returns the user's view of a mailbox: every message the journal
+// lists for it, minus the hidden ones, in UID order, with their flags. A mailbox
+// the journal does not know is empty.
+func (s *Store) Messages(ctx context.Context, mailbox string) ([]Message, error) {
+	states, err := s.states(ctx, mailbox)
+	if err != nil {
+		return nil, err
+	}
+	var out []Message
+	err = s.j.List(ctx, mailbox, 1, func(it journal.MailboxItem) error {
+		st := states[it.UID]
+		if st.Hidden {
+			return nil
+		}
+		out = append(out, Message{UID: it.UID, ID: it.ID, Size: it.Size, Received: it.Received, Flags: st.Flags})
+		return nil
+	})
+	if errors.Is(err, journal.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("userview: list %q: %w", mailbox, err)
+	}
+	return out, nil
+}
+
+var errStop = errors.New("stop")
+
+// exists reports whether the journal holds uid in mailbox (hidden or not).
+func (s *Store) exists(ctx context.Context, mailbox string, uid uint32) (bool, error) {
+	if uid == 0 {
+		return false, nil
+	}
+	found := false
+	err := s.j.List(ctx, mailbox, uid, func(it journal.MailboxItem) error {
+		found = it.UID == uid
+		return errStop
+	})
+	if errors.Is(err, journal.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil && !errors.Is(err, errStop) {
+		return false, fmt.Errorf("userview: list %q: %w", mailbox, err)
+	}
+	return found, nil
+}
+
+// Hide removes messages from the user's view (IMAP EXPUNGE, POP3 DELE). Hiding
+// a message that is already hidden or no longer in the journal does nothing.
+// The journal's copy is kept. Each UID is one durable write; they are issued
+// concurrently so that they share the journal's fsyncs.
+func (s *Store) Hide(ctx context.Context, mailbox string, uids ...uint32) error {
+	defer s.lock(mailbox)()
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+		sem  = make(chan struct{}, 16)
+	)
+	for _, uid := range uids {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			err := s.hide(ctx, mailbox, uid)
+			if err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+func (s *Store) hide(ctx context.Context, mailbox string, uid uint32) error {
+	ok, err := s.exists(ctx, mailbox, uid)
+	if err != nil || !ok {
+		return err
+	}
+	// A hidden message's flags are never read again: keep the value small.
+	return s.put(ctx, mailbox, uid, state{Hidden: true})
+}
+
+// Flags returns a visible message's flags, ErrNoMessage if it is not in the view.
+func (s *Store) Flags(ctx context.Context, mailbox string, uid uint32) ([]string, error) {
+	st, err := s.visible(ctx, mailbox, uid)
+	return st.Flags, err
+}
+
+func (s *Store) visible(ctx context.Context, mailbox string, uid uint32) (state, error) {
+	ok, err := s.exists(ctx, mailbox, uid)
+	if err != nil {
+		return state{}, err
+	}
+	if !ok {
+		return state{}, ErrNoMessage
+	}
+	st, err := s.state(ctx, mailbox, uid)
+	if err != nil {
+		return state{}, err
+	}
+	if st.Hidden {
+		return state{}, ErrNoMessage
+	}
+	return st, nil
+}
+
+// SetFlags replaces a message's flags and returns the stored set.
+func (s *Store) SetFlags(ctx context.Context, mailbox string, uid uint32, flags []string) ([]string, error) {
+	return s.update(ctx, mailbox, uid, flags, func(_, add []string) []string { return add })
+}
+
+// AddFlags adds flags to a message's flags and returns the stored set.
+func (s *Store) AddFlags(ctx context.Context, mailbox string, uid uint32, flags []string) ([]string, error) {
+	return s.update(ctx, mailbox, uid, flags, func(old, add []string) []string { return append(slices.Clone(old), add...) })
+}
+
+// RemoveFlags removes flags from a message's flags and returns the stored set.
+func (s *Store) RemoveFlags(ctx context.Context, mailbox string, uid uint32, flags []string) ([]string, error) {
+	return s.update(ctx, mailbox, uid, flags, func(old, rm []string) []string {
+		return slices.DeleteFunc(slices.Clone(old), func(f string) bool {
+			return slices.ContainsFunc(rm, func(r string) bool { return strings.EqualFold(r, f) })
+		})
+	})
+}
+
+func (s *Store) update(ctx context.Context, mailbox string, uid uint32, flags []string, op func(old, arg []string) []string) ([]string, error) {
+	arg, err := canonical(flags)
+	if err != nil {
+		return nil, err
+	}
+	defer s.lock(mailbox)()
+	st, err := s.visible(ctx, mailbox, uid)
+	if err != nil {
+		return nil, err
+	}
+	next, _ := canonical(op(st.Flags, arg))
+	if slices.Equal(next, st.Flags) {
+		return next, nil
+	}
+	st.Flags = next
+	if err := s.put(ctx, mailbox, uid, st); err != nil {
+		return nil, err
+	}
+	return next, nil
+}
+
+// Prune removes the view keys of a mailbox's messages that the journal no
+// longer holds (swept by retention), and returns how many it removed.
+func (s *Store) Prune(ctx context.Context, mailbox string) (int, error) {
+	defer s.lock(mailbox)()
+	states, err := s.states(ctx, mailbox)
+	if err != nil || len(states) == 0 {
+		return 0, err
+	}
+	err = s.j.List(ctx, mailbox, 1, func(it journal.MailboxItem) error {
+		delete(states, it.UID)
+		return nil
+	})
+	if err != nil && !errors.Is(err, journal.ErrNotFound) {
+		return 0, fmt.Errorf("userview: list %q: %w", mailbox, err)
+	}
+	n := 0
+	for uid := range states {
+		if err := s.put(ctx, mailbox, uid, state{}); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
+
+// canonical validates flags, spells system flags canonically, drops
+// duplicates (flags compare case-insensitively, RFC 9051 §2.3.2) and orders
+// system flags first, then keywords sorted.
+func canonical(flags []string) ([]string, error) {
+	var sys, kw []string
+	for _, f := range flags {
+		if strings.HasPrefix(f, `\`) {
+			i := slices.IndexFunc(systemFlags, func(s string) bool { return strings.EqualFold(s, f) })
+			if i < 0 {
+				return nil, fmt.Errorf("%w %q", ErrBadFlag, f)
+			}
+			if !slices.Contains(sys, systemFlags[i]) {
+				sys = append(sys, systemFlags[i])
+			}
+			continue
+		}
+		if !validKeyword(f) {
+			return nil, fmt.Errorf("%w %q", ErrBadFlag, f)
+		}
+		if !slices.ContainsFunc(kw, func(k string) bool { return strings.EqualFold(k, f) }) {
+			kw = append(kw, f)
+		}
+	}
+	slices.SortFunc(sys, func(a, b string) int {
+		return slices.Index(systemFlags, a) - slices.Index(systemFlags, b)
+	})
+	slices.Sort(kw)
+	out := append(sys, kw...)
+	if len(out) == 0 {
+		return nil, nil
+	}
+	return out, nil
+}
+
+// validKeyword: an IMAP atom (RFC 3501 §9, atom-char), bounded in length.
+func validKeyword(s string) bool {
+	if s == "" || len(s) > 100 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte(`(){%*"\]`, c) >= 0 {
+			return false
+		}
+	}
+	return true
+}
