@@ -11,7 +11,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
 )
 
 func newProbe(t *testing.T, cfg ProbeConfig) Probe {
