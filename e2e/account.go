@@ -150,20 +150,33 @@ func (r *Report) String() string {
 // Maildirs reads test ids out of Dovecot's maildirs, remembering each file's
 // id (maildir files never change) so that polling stays cheap.
 type Maildirs struct {
-	d     *Dovecot
+	ds    []*Dovecot // the first serves every domain the others do not
 	mu    sync.Mutex
 	cache map[string]string // path → test id
 }
 
-// NewMaildirs returns a reader of d's maildirs.
-func NewMaildirs(d *Dovecot) *Maildirs {
-	return &Maildirs{d: d, cache: map[string]string{}}
+// NewMaildirs returns a reader of the maildirs of one or more Dovecots; a
+// mailbox is read from the Dovecot that serves its domain (the first one
+// when none does).
+func NewMaildirs(d *Dovecot, more ...*Dovecot) *Maildirs {
+	return &Maildirs{ds: append([]*Dovecot{d}, more...), cache: map[string]string{}}
+}
+
+// dovecotFor returns the Dovecot that stores mailbox.
+func (m *Maildirs) dovecotFor(mailbox string) *Dovecot {
+	_, domain, _ := strings.Cut(strings.ToLower(mailbox), "@")
+	for _, d := range m.ds {
+		if strings.EqualFold(d.Domain, domain) {
+			return d
+		}
+	}
+	return m.ds[0]
 }
 
 // Messages returns every message file in mailbox's maildir, INBOX and all
 // folders, by test id ("" for messages without one).
 func (m *Maildirs) Messages(mailbox string) (map[string][]string, error) {
-	files, err := MaildirFiles(m.d.Maildir(mailbox))
+	files, err := MaildirFiles(m.dovecotFor(mailbox).Maildir(mailbox))
 	if err != nil {
 		return nil, err
 	}
@@ -243,7 +256,13 @@ func (m *Maildirs) Count(l *Ledger, extra ...string) (*Report, error) {
 // queued or missing when the timeout passed; a report that is not OK (say,
 // duplicates) is not an error here: check Report.OK.
 func WaitDelivered(ctx context.Context, p *Postfix, d *Dovecot, l *Ledger, timeout time.Duration) (*Report, error) {
-	md := NewMaildirs(d)
+	return WaitDeliveredIn(ctx, p, []*Dovecot{d}, l, timeout)
+}
+
+// WaitDeliveredIn is WaitDelivered for mail spread over several Dovecots,
+// each serving its own domain (Options.SecondDomain).
+func WaitDeliveredIn(ctx context.Context, p *Postfix, ds []*Dovecot, l *Ledger, timeout time.Duration) (*Report, error) {
+	md := NewMaildirs(ds[0], ds[1:]...)
 	var last *Report
 	var queued []QueueEntry
 	err := Poll(ctx, timeout, func() (bool, error) {
@@ -265,7 +284,11 @@ func WaitDelivered(ctx context.Context, p *Postfix, d *Dovecot, l *Ledger, timeo
 		}
 		return last, fmt.Errorf("not all delivered: %w; postfix queue: %s; %s", err, describeQueue(queued), last)
 	}
-	return md.Count(l, d.Users()...)
+	var users []string
+	for _, d := range ds {
+		users = append(users, d.Users()...)
+	}
+	return md.Count(l, users...)
 }
 
 // WaitDelivered is the test form of the package function: it fails the test
@@ -273,7 +296,7 @@ func WaitDelivered(ctx context.Context, p *Postfix, d *Dovecot, l *Ledger, timeo
 // duplicate and unexpected ids per mailbox.
 func (e *Env) WaitDelivered(tb TB, l *Ledger, timeout time.Duration) *Report {
 	tb.Helper()
-	r, err := WaitDelivered(context.Background(), e.Postfix, e.Dovecot, l, timeout)
+	r, err := WaitDeliveredIn(context.Background(), e.Postfix, e.Dovecots(), l, timeout)
 	if err != nil {
 		tb.Fatalf("e2e: %v", err)
 	}

@@ -41,6 +41,12 @@ type Options struct {
 	// to one file in Postfix virtual(5) text format, which Postfix uses as
 	// virtual_alias_maps and Lifeline as [mapping] alias_file.
 	Aliases map[string][]string
+	// SecondDomain starts a second Dovecot serving that domain, with
+	// SecondUsers (default "dave", "erin"); Postfix routes the domain to its
+	// LMTP through transport_maps and Lifeline's config gets a second
+	// [[server]] (SecondServer): two mailbox servers, one of which can fail.
+	SecondDomain string
+	SecondUsers  []string
 	// Milter starts Lifeline and hooks Postfix to its milter. Without it,
 	// Postfix delivers straight to Dovecot (a baseline).
 	Milter bool
@@ -56,6 +62,7 @@ type Env struct {
 	Dir       string
 	AliasFile string // virtual(5) text file shared by Postfix and Lifeline; "" without aliases
 	Dovecot   *Dovecot
+	Dovecot2  *Dovecot // serves Options.SecondDomain; nil without one
 	Postfix   *Postfix
 	Lifeline  *Lifeline // nil unless Options.Milter
 }
@@ -79,22 +86,66 @@ func Start(tb TB, opts Options) *Env {
 			tb.Fatalf("e2e: %v", err)
 		}
 	}
-	env.Dovecot = StartDovecot(tb, DovecotOptions{Domain: opts.Domain, Users: opts.Users})
+	outage := opts.Milter && opts.Lifeline.Outage != nil
+	users := opts.Users
+	if outage {
+		// The address the health probes' LMTP RCPT TO asks for: it must
+		// exist, and is never delivered to (the probe ends with RSET).
+		users = append(users[:len(users):len(users)], CanaryUser)
+	}
+	env.Dovecot = StartDovecot(tb, DovecotOptions{Domain: opts.Domain, Users: users})
 	po := opts.Postfix
 	po.Domain = opts.Domain
 	po.Users = env.Dovecot.Users()
 	po.LMTPAddr = env.Dovecot.LMTPAddr
 	po.AliasFile = env.AliasFile
+	if opts.SecondDomain != "" {
+		users2 := opts.SecondUsers
+		if len(users2) == 0 {
+			users2 = []string{"dave", "erin"}
+		}
+		if outage {
+			users2 = append(users2[:len(users2):len(users2)], CanaryUser)
+		}
+		env.Dovecot2 = StartDovecot(tb, DovecotOptions{Domain: opts.SecondDomain, Users: users2})
+		po.Users = append(po.Users, env.Dovecot2.Users()...)
+		po.Transports = map[string]string{opts.SecondDomain: env.Dovecot2.LMTPAddr}
+		for k, v := range opts.Postfix.Transports {
+			po.Transports[k] = v
+		}
+	}
 	if opts.Milter {
 		lo := opts.Lifeline
 		lo.Domains = []string{opts.Domain}
 		lo.LMTPAddr = env.Dovecot.LMTPAddr
 		lo.AliasFile = env.AliasFile
+		if len(lo.Servers) == 0 {
+			for _, d := range env.Dovecots() {
+				name := PrimaryServer
+				if d == env.Dovecot2 {
+					name = SecondServer
+				}
+				srv := LifelineServer{Name: name, Domains: []string{d.Domain}, LMTPAddr: d.LMTPAddr}
+				if outage {
+					srv.Canary = qualify(CanaryUser, d.Domain)
+				}
+				lo.Servers = append(lo.Servers, srv)
+			}
+		}
 		env.Lifeline = StartLifeline(tb, lo)
 		po.MilterAddr = env.Lifeline.MilterAddr
 	}
 	env.Postfix = StartPostfix(tb, po)
 	return env
+}
+
+// Dovecots returns the running mailbox servers: Dovecot, then Dovecot2 if
+// there is one.
+func (e *Env) Dovecots() []*Dovecot {
+	if e.Dovecot2 != nil {
+		return []*Dovecot{e.Dovecot, e.Dovecot2}
+	}
+	return []*Dovecot{e.Dovecot}
 }
 
 // Addr returns local@Domain, or local unchanged when it has a domain.

@@ -26,6 +26,10 @@ type PostfixOptions struct {
 	// MilterAddr is Lifeline's milter ("tcp:127.0.0.1:PORT", "inet:…" or
 	// "127.0.0.1:PORT"); "" runs Postfix without a milter.
 	MilterAddr string
+	// Transports routes further virtual mailbox domains each to its own
+	// LMTP server (domain → 127.0.0.1:PORT), through transport_maps; Domain
+	// keeps virtual_transport (LMTPAddr).
+	Transports map[string]string
 	// Main overrides or adds main.cf parameters, e.g. {"in_flow_delay": "0"}.
 	Main map[string]string
 }
@@ -133,6 +137,23 @@ func StartPostfix(tb TB, opts PostfixOptions) *Postfix {
 	if opts.AliasFile != "" {
 		main["virtual_alias_maps"] = "texthash:" + opts.AliasFile
 	}
+	if len(opts.Transports) > 0 {
+		// transport(5): "domain  lmtp:inet:HOST:PORT" takes precedence over
+		// virtual_transport for that domain.
+		doms := make([]string, 0, len(opts.Transports))
+		for d := range opts.Transports {
+			doms = append(doms, d)
+		}
+		sort.Strings(doms)
+		var tm strings.Builder
+		for _, d := range doms {
+			fmt.Fprintf(&tm, "%s lmtp:inet:%s\n", strings.ToLower(d), opts.Transports[d])
+		}
+		tmPath := filepath.Join(p.ConfigDir, "transport")
+		writeFile(tb, tmPath, tm.String(), 0o644)
+		main["transport_maps"] = "texthash:" + tmPath
+		main["virtual_mailbox_domains"] = strings.Join(append([]string{opts.Domain}, doms...), ", ")
+	}
 	if opts.MilterAddr != "" {
 		// The lines contrib/postfix/main.cf recommends: mail flow never
 		// depends on Lifeline (default_action=accept), the journal write at
@@ -168,7 +189,10 @@ func StartPostfix(tb TB, opts PostfixOptions) *Postfix {
 	// couple of seconds ago, to let an editor finish; the harness wrote it
 	// in one go, so date it back.
 	old := time.Now().Add(-time.Minute)
-	for _, f := range []string{"main.cf", "master.cf", "vmailbox"} {
+	for _, f := range []string{"main.cf", "master.cf", "vmailbox", "transport"} {
+		if _, err := os.Stat(filepath.Join(p.ConfigDir, f)); os.IsNotExist(err) {
+			continue
+		}
 		if err := os.Chtimes(filepath.Join(p.ConfigDir, f), old, old); err != nil {
 			tb.Fatalf("e2e: %v", err)
 		}
