@@ -16,8 +16,8 @@
 //
 // Before each transaction the worker asks Outage.InOutage; once the server
 // is back in outage nothing more is dispatched and the scheduler waits for
-// Wake (re-checking the outage and recounting the backlog every
-// BacklogRefresh meanwhile, in case a Wake is missed). When a
+// Wake (re-checking the outage and recounting the backlog every 2 s, or ten
+// times as long as a count takes, at most BacklogRefresh, meanwhile). When a
 // connection cannot even be made, the pass stops too and is retried after a
 // short pause: every further transaction would fail the same way and cost
 // each recipient an attempt.

@@ -103,8 +103,9 @@ type Options struct {
 	// messages the milter was journaling in custody while the outage ended.
 	// Default 10s.
 	Settle time.Duration
-	// BacklogRefresh is how often a paused server's backlog gauges are
-	// recounted while it is in outage. Default 30s.
+	// BacklogRefresh is the longest a paused server's backlog gauges go
+	// without a recount while it is in outage (they are recounted every 2 s,
+	// or ten times as long as a count takes, when that is shorter). Default 30s.
 	BacklogRefresh time.Duration
 	// PageSize is how many messages one walk of the custody queue collects
 	// before dispatching them, so that no journal iterator stays open for

@@ -133,11 +133,12 @@ func (q *queue) serve(ctx context.Context) {
 			q.setPaused(true)
 			// The backlog keeps growing during an outage; keep the gauges
 			// and `lifeline status` current.
+			began := time.Now()
 			res := q.count(ctx)
 			if res.err != nil && ctx.Err() == nil {
 				q.log.Warn("counting custody backlog", "err", res.err)
 			}
-			if q.sleep(ctx, q.r.opts.BacklogRefresh) {
+			if q.sleep(ctx, countInterval(time.Since(began), q.r.opts.BacklogRefresh)) {
 				settle = time.Now().Add(q.r.opts.Settle)
 			}
 			continue
@@ -192,6 +193,14 @@ func (q *queue) serve(ctx context.Context) {
 			settle = time.Now().Add(q.r.opts.Settle)
 		}
 	}
+}
+
+// countInterval is how long a paused queue waits before it recounts its
+// backlog: often enough that `lifeline status` follows a growing backlog
+// (every 2 s), but never spending more than a tenth of the time walking the
+// custody index, and at most refresh.
+func countInterval(took, refresh time.Duration) time.Duration {
+	return min(max(2*time.Second, 10*took), refresh)
 }
 
 // sleep waits for d, a Wake or the end; it reports whether it was woken.
