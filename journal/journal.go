@@ -15,6 +15,8 @@ import (
 	"fmt"
 	"io"
 	"time"
+
+	"github.com/lifelinemail/lifeline/mimestruct"
 )
 
 // DefaultRetention is how long entries are kept when the config does not say.
@@ -154,7 +156,8 @@ type Problem struct {
 type Journal interface {
 	// Append stores the raw message read from r (exactly the bytes the MTA will
 	// deliver) with its envelope and returns only when the write is durable
-	// (fsync'd). The header summary is parsed from r. Concurrent appends share
+	// (fsync'd). The header summary and the MIME structure (see Structure) are
+	// parsed from r as it streams. Concurrent appends share
 	// fsyncs. Appending a message whose identity is already stored writes nothing
 	// and reports Duplicate. The caller must not use env after the call.
 	Append(ctx context.Context, env Envelope, r io.Reader) (AppendResult, error)
@@ -164,6 +167,16 @@ type Journal interface {
 
 	// Open streams the raw message. The reader holds at most a chunk in memory.
 	Open(ctx context.Context, id ID) (io.ReadCloser, error)
+
+	// Structure returns the message's MIME structure, computed by
+	// mimestruct when it was appended and stored beside it: its IMAP
+	// ENVELOPE and BODYSTRUCTURE, and where each part's header and body lie
+	// in what Open returns, so that a FETCH never parses the message again
+	// and a malformed message cannot fail one. It returns ErrNotFound for an
+	// unknown message, and for one journaled before structures were stored
+	// (or by a parser whose encoding this one does not read): the caller
+	// then runs mimestruct.Parse over Open, and may keep the result.
+	Structure(ctx context.Context, id ID) (*mimestruct.Info, error)
 
 	// Scan calls fn for every entry received in [since, until) in arrival order;
 	// a zero until means no upper bound. fn returning an error stops the scan

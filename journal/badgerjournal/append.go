@@ -11,6 +11,7 @@ import (
 	badger "github.com/dgraph-io/badger/v4"
 
 	"github.com/lifelinemail/lifeline/journal"
+	"github.com/lifelinemail/lifeline/mimestruct"
 )
 
 // chunk is one compressed chunk of a body waiting to be written.
@@ -43,9 +44,12 @@ func (j *Journal) Append(ctx context.Context, env journal.Envelope, r io.Reader)
 		return journal.AppendResult{}, err
 	}
 
-	a := &appending{j: j, ctx: ctx, body: body}
+	a := &appending{j: j, ctx: ctx, body: body, parser: mimestruct.NewParser()}
 	h := journal.NewIdentityHasher()
 	if err := a.stream(r, h); err != nil {
+		return journal.AppendResult{}, errors.Join(err, a.abandon())
+	}
+	if err := a.structure(); err != nil {
 		return journal.AppendResult{}, errors.Join(err, a.abandon())
 	}
 	id := h.ID(env)
@@ -152,6 +156,10 @@ type appending struct {
 	free [][]byte
 	// flushing is the result channel of the chunk op in progress, nil if none.
 	flushing <-chan error
+	// parser computes the MIME structure from the stream; encoded is what
+	// structure made of it, stored with the record.
+	parser  *mimestruct.Parser
+	encoded []byte
 }
 
 // stream reads the message, feeds the identity hasher and compresses it chunk by
@@ -176,6 +184,11 @@ func (a *appending) stream(r io.Reader, h *journal.IdentityHasher) error {
 				return fmt.Errorf("badgerjournal: message over %d bytes: %w", j.opts.MaxMessageSize, journal.ErrTooLarge)
 			}
 			h.Write(buf[:n])
+			// The structure is computed from the same pieces as they pass,
+			// so that a large body is never held for it.
+			if _, err := a.parser.Write(buf[:n]); err != nil {
+				return fmt.Errorf("badgerjournal: computing the MIME structure: %w", err)
+			}
 			scratch = j.enc.EncodeAll(buf[:n], scratch[:0])
 			c := append(a.buffer(len(scratch)), scratch...)
 			a.pending = append(a.pending, chunk{n: a.chunks, data: c})
@@ -200,6 +213,21 @@ func (a *appending) stream(r io.Reader, h *journal.IdentityHasher) error {
 		}
 	}
 	return a.wait()
+}
+
+// structure ends the parser and encodes the message's structure. Its size is
+// bounded by mimestruct's limits whatever the message, far below what a Badger
+// value may hold.
+func (a *appending) structure() error {
+	info, err := a.parser.Close()
+	if err != nil {
+		return fmt.Errorf("badgerjournal: computing the MIME structure: %w", err)
+	}
+	a.encoded, err = info.MarshalBinary()
+	if err != nil {
+		return fmt.Errorf("badgerjournal: encoding the MIME structure: %w", err)
+	}
+	return nil
 }
 
 // flush hands the pending chunks to the writer. It first waits for the previous
@@ -354,6 +382,7 @@ func (j *Journal) applyAppend(txn *badger.Txn, w *writes, id journal.ID, in *rec
 	w.set([]byte(keySeq), encodeUint64(seq))
 	w.set([]byte(keyStats), st.encode())
 	w.set(messageKey(id), rec.encode())
+	w.set(structureKey(id), a.encoded)
 	w.set(seqKey(seq), id[:])
 	w.set(timeKey(received, seq), id[:])
 	if mid := indexedMessageID(rec.Summary.MessageID); mid != "" {

@@ -35,8 +35,10 @@
 //
 // # Memory
 //
-// An append holds one raw chunk (ChunkSize) and at most two flush batches of
-// compressed chunks (2 × FlushSize); a reader holds one decoded chunk. Badger's
+// An append holds one raw chunk (ChunkSize), at most two flush batches of
+// compressed chunks (2 × FlushSize) and the MIME parser's state, which does not
+// grow with the body (mimestruct: a header line, the header fields it keeps,
+// the parts found); a reader holds one decoded chunk. Badger's
 // memtables, block and index caches are sized down (Options) so that an idle
 // journal stays small. Values of ValueThreshold bytes or more (compressed chunks)
 // go to Badger's value log, which is written through mmap: the pages a large

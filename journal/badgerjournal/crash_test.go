@@ -450,6 +450,10 @@ func TestVerifyFindsProblems(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	d, err := j.Append(ctx, testEnv("w@example.com"), strings.NewReader("Subject: d\r\n\r\nd\r\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	verifyClean(t, j)
 
 	err = j.db.Update(func(txn *badger.Txn) error {
@@ -466,7 +470,19 @@ func TestVerifyFindsProblems(t *testing.T) {
 			return err
 		}
 		st.Messages++
+		sa, _, err := get(txn, structureKey(a.ID))
+		if err != nil {
+			return err
+		}
 		return errors.Join(
+			// Not problems: a message journaled before structures, and one
+			// written by a parser of another encoding version.
+			txn.Delete(structureKey(a.ID)),
+			txn.Set(structureKey(d.ID), []byte{99}),
+			// Problems.
+			txn.Set(structureKey(b.ID), sa),
+			txn.Set(structureKey(c.ID), []byte{1, 0xff}),
+			txn.Set(structureKey(journal.ID{7}), sa),
 			txn.Delete(chunkKey(rb.Body, 1)),
 			txn.Delete(uidKey("x@example.com", 1)),
 			txn.Set(chunkKey(1<<40, 0), []byte("stray")),
@@ -493,10 +509,21 @@ func TestVerifyFindsProblems(t *testing.T) {
 		"chunks of body 1099511627776 belong to no message",     // stray chunk
 		c.ID.String() + " recipient 0 is custody but not in the custody queue",
 		"arrival index entry",    // seq 9999 points nowhere
-		"stats count 4 messages", // counter off
+		"stats count 5 messages", // counter off
+		b.ID.String() + " structure spans [0,36), the message has 204800 bytes",
+		c.ID.String() + " structure: mimestruct: decoding structure",
+		journal.ID{7}.String() + " structure of no message",
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("Verify did not report %q; it said:\n%s", want, text)
+		}
+	}
+	for _, id := range []journal.ID{a.ID, d.ID} {
+		if strings.Contains(text, id.String()+" structure") {
+			t.Errorf("Verify reported the structure of %s; it said:\n%s", id, text)
+		}
+		if _, err := j.Structure(ctx, id); !errors.Is(err, journal.ErrNotFound) {
+			t.Errorf("Structure of a message without a readable one: %v, want ErrNotFound", err)
 		}
 	}
 }

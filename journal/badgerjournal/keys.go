@@ -11,6 +11,9 @@ import (
 // big-endian so that Badger's byte order is numeric order.
 //
 //	m ID(16)                         -> message record (record.go)
+//	i ID(16)                         -> the message's MIME structure (mimestruct.Info,
+//	                                    encoded), written with the record; absent for
+//	                                    messages journaled before structures existed
 //	s seq(8)                         -> ID             arrival order
 //	t sec(8) nsec(4) seq(8)          -> ID             by Envelope.Received, for Scan and Sweep
 //	q seq(8) rcpt(2)                 -> ID state(1) next-attempt(8) server
@@ -36,16 +39,19 @@ import (
 // 1970 sort first, and nanoseconds.
 const (
 	tagMessage = 'm'
-	tagSeq     = 's'
-	tagTime    = 't'
-	tagCustody = 'q'
-	tagMsgID   = 'x'
-	tagMailbox = 'b'
-	tagUID     = 'u'
-	tagChunk   = 'c'
-	tagPending = 'p'
-	tagControl = 'k'
-	tagEvent   = 'e'
+	// tagStructure keys the MIME structure apart from the record, so that
+	// Scan and List, which read records, do not read structures too.
+	tagStructure = 'i'
+	tagSeq       = 's'
+	tagTime      = 't'
+	tagCustody   = 'q'
+	tagMsgID     = 'x'
+	tagMailbox   = 'b'
+	tagUID       = 'u'
+	tagChunk     = 'c'
+	tagPending   = 'p'
+	tagControl   = 'k'
+	tagEvent     = 'e'
 )
 
 // Single keys, as strings so that they are constants; []byte(keySeq) makes a
@@ -67,6 +73,10 @@ const maxNameLen = 1024
 
 func messageKey(id journal.ID) []byte {
 	return append([]byte{tagMessage}, id[:]...)
+}
+
+func structureKey(id journal.ID) []byte {
+	return append([]byte{tagStructure}, id[:]...)
 }
 
 func seqKey(seq uint64) []byte {

@@ -10,6 +10,7 @@ import (
 	badger "github.com/dgraph-io/badger/v4"
 
 	"github.com/lifelinemail/lifeline/journal"
+	"github.com/lifelinemail/lifeline/mimestruct"
 )
 
 // pageSize is how many items a listing reads per read transaction. Callbacks run
@@ -63,6 +64,32 @@ func (j *Journal) Open(ctx context.Context, id journal.ID) (io.ReadCloser, error
 		return nil, fmt.Errorf("badgerjournal: open: %w", err)
 	}
 	return &bodyReader{j: j, ctx: ctx, id: id, body: rec.Body, chunks: rec.Chunks, size: rec.Size}, nil
+}
+
+// Structure implements journal.Journal. A structure stored by a parser whose
+// encoding this one does not read (mimestruct.ErrVersion) is reported as
+// journal.ErrNotFound, so that the caller parses the message again.
+func (j *Journal) Structure(ctx context.Context, id journal.ID) (*mimestruct.Info, error) {
+	var v []byte
+	err := j.view(ctx, func(txn *badger.Txn) error {
+		var ok bool
+		var err error
+		v, ok, err = get(txn, structureKey(id))
+		if err == nil && !ok {
+			err = fmt.Errorf("structure of message %s: %w", id, journal.ErrNotFound)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("badgerjournal: %w", err)
+	}
+	info := &mimestruct.Info{}
+	if err := info.UnmarshalBinary(v); errors.Is(err, mimestruct.ErrVersion) {
+		return nil, fmt.Errorf("badgerjournal: structure of message %s: %w: %w", id, journal.ErrNotFound, err)
+	} else if err != nil {
+		return nil, fmt.Errorf("badgerjournal: structure of message %s: %w", id, err)
+	}
+	return info, nil
 }
 
 type bodyReader struct {

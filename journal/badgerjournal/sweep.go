@@ -26,10 +26,10 @@ const (
 )
 
 // Sweep implements journal.Journal. It walks the time index up to horizon,
-// removes each message that may go (with its chunks, index entries and mailbox
-// entries, and the counters adjusted), deletes the chunks of appends that never
-// committed (crash leftovers), then runs Badger's value-log GC until it finds
-// nothing to rewrite. It is safe while appends run: every decision is made
+// removes each message that may go (with its structure, chunks, index entries
+// and mailbox entries, and the counters adjusted), deletes the chunks of
+// appends that never committed (crash leftovers), then runs Badger's value-log
+// GC until it finds nothing to rewrite. It is safe while appends run: every decision is made
 // again in the writer, on the current state, when the deletion is applied.
 //
 // Badger learns which value-log entries are garbage only when its compactions
@@ -166,6 +166,7 @@ func (j *Journal) applyRemove(txn *badger.Txn, w *writes, id journal.ID, horizon
 	}
 	w.set([]byte(keyStats), st.encode())
 	w.del(messageKey(id))
+	w.del(structureKey(id)) // nothing to delete for a message older than structures
 	w.del(seqKey(rec.Seq))
 	w.del(timeKey(rec.Env.Received, rec.Seq))
 	if mid := indexedMessageID(rec.Summary.MessageID); mid != "" {

@@ -10,6 +10,7 @@ import (
 	badger "github.com/dgraph-io/badger/v4"
 
 	"github.com/lifelinemail/lifeline/journal"
+	"github.com/lifelinemail/lifeline/mimestruct"
 )
 
 // maxProblems bounds Verify's answer; a journal that broken needs a restore, not
@@ -80,15 +81,23 @@ func (v *verifier) indexPoints(key []byte, id journal.ID) (bool, error) {
 }
 
 // Verify implements journal.Journal. It reads one consistent snapshot: every
-// message record with its chunks (decoded, so it reads the whole journal) and
-// index entries, then every index, mailbox and the counters. Chunks of an append
-// still in flight or of one that never committed carry a pending marker and are
-// not problems (Sweep removes the latter); chunks that belong to nothing are.
+// message record with its chunks (decoded, so it reads the whole journal),
+// structure and index entries, then every index, mailbox and the counters.
+// Chunks of an append still in flight or of one that never committed carry a
+// pending marker and are not problems (Sweep removes the latter); chunks that
+// belong to nothing are.
+//
+// A message without a structure is not a problem: messages journaled before
+// structures were stored have none, and nothing in the record tells them apart
+// (its format is unchanged, so that an older Lifeline still reads it);
+// Structure answers ErrNotFound for them and the caller parses the message. A
+// structure that does not decode, does not span the message, or belongs to no
+// message is a problem.
 func (j *Journal) Verify(ctx context.Context) ([]journal.Problem, error) {
 	v := &verifier{j: j, ctx: ctx, boxEntries: make(map[string]int64)}
 	err := j.view(ctx, func(txn *badger.Txn) error {
 		v.txn = txn
-		for _, pass := range []func() error{v.records, v.indexes, v.mailboxes, v.counters, v.chunks} {
+		for _, pass := range []func() error{v.records, v.indexes, v.structures, v.mailboxes, v.counters, v.chunks} {
 			if err := pass(); err != nil {
 				return err
 			}
@@ -216,7 +225,53 @@ func (v *verifier) record(id journal.ID, rec *record) error {
 		v.add(id, "mailbox %q does not hold the message", m)
 	}
 
+	if err := v.structure(id, rec); err != nil {
+		return err
+	}
 	return v.body(id, rec)
+}
+
+// structure checks a message's structure, if it has one.
+func (v *verifier) structure(id journal.ID, rec *record) error {
+	val, ok, err := get(v.txn, structureKey(id))
+	if err != nil || !ok {
+		return err
+	}
+	var info mimestruct.Info
+	switch err := info.UnmarshalBinary(val); {
+	case errors.Is(err, mimestruct.ErrVersion):
+		// Written by another version of the parser: Structure says
+		// ErrNotFound and the caller parses again.
+	case err != nil:
+		v.add(id, "structure: %v", err)
+	case info.Body.HeaderStart != 0 || info.Body.End != rec.Size:
+		v.add(id, "structure spans [%d,%d), the message has %d bytes", info.Body.HeaderStart, info.Body.End, rec.Size)
+	}
+	return nil
+}
+
+// structures checks that every structure belongs to a message.
+func (v *verifier) structures() error {
+	it := v.txn.NewIterator(badger.IteratorOptions{Prefix: []byte{tagStructure}, PrefetchValues: false})
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		if err := v.tick(); err != nil {
+			return err
+		}
+		k := it.Item().Key()
+		var id journal.ID
+		if len(k) != 1+len(id) {
+			v.add(id, "bad structure key %x", k)
+			continue
+		}
+		copy(id[:], k[1:])
+		if ok, err := v.exists(messageKey(id)); err != nil {
+			return err
+		} else if !ok {
+			v.add(id, "structure of no message")
+		}
+	}
+	return nil
 }
 
 // body decodes a message's chunks and checks they add up to its size.

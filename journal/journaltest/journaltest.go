@@ -24,6 +24,9 @@
 //   - A mailbox's record (UIDVALIDITY, UIDNEXT) outlives its messages.
 //   - SetState of a recipient index out of range returns ErrNotFound.
 //   - Every method returns ErrClosed after Close.
+//   - Structure returns what mimestruct.Parse makes of the bytes Open returns,
+//     for every message appended (a backend cannot have messages older than
+//     structures in a fresh journal), and ErrNotFound once it is swept.
 package journaltest
 
 import (
@@ -34,6 +37,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -41,6 +45,7 @@ import (
 	"time"
 
 	"github.com/lifelinemail/lifeline/journal"
+	"github.com/lifelinemail/lifeline/mimestruct"
 )
 
 // Opener opens a backend in dir; see the package comment.
@@ -53,6 +58,7 @@ func Run(t *testing.T, open Opener) {
 		fn   func(*testing.T, *harness)
 	}{
 		{"RoundTrip", testRoundTrip},
+		{"Structure", testStructure},
 		{"LargeMessage", testLargeMessage},
 		{"Summary", testSummary},
 		{"Reopen", testReopen},
@@ -340,6 +346,101 @@ func testRoundTrip(t *testing.T, h *harness) {
 		t.Errorf("Open of an unknown id: %v, want ErrNotFound", err)
 	}
 	h.verify()
+}
+
+// structureMessage is a multipart message with an embedded message, so that
+// the structure's offsets are checked at every level.
+const structureMessage = "From: Alice <alice@example.org>\r\nTo: bob@example.com\r\nSubject: structure\r\n" +
+	"Message-ID: <structure@example.org>\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n" +
+	"preamble\r\n--b\r\nContent-Type: text/plain\r\n\r\nfirst part\r\n" +
+	"--b\r\nContent-Type: message/rfc822\r\n\r\nSubject: inner\r\n\r\ninner text\r\n--b--\r\n"
+
+func testStructure(t *testing.T, h *harness) {
+	base, ctx := h.base, h.ctx
+	big := "Subject: big\n\n" + strings.Repeat("a line of a body that spans several chunks\n", 100000)
+	cases := []struct{ name, raw string }{
+		{"multipart", structureMessage},
+		{"lf", "Subject: lf\n\nbody\n"},
+		{"empty", ""},
+		{"malformed", "Content-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\nContent-Type: message/rfc822\r\n\r\n\x00\xff"},
+		{"large", big},
+	}
+	stored := map[string]journal.ID{}
+	for i, tc := range cases {
+		id := h.append(env("s@example.org", base.Add(time.Duration(i)*time.Minute), "a@example.com"), tc.raw).ID
+		stored[tc.name] = id
+		h.checkStructure(id)
+	}
+
+	st := h.structure(stored["multipart"])
+	raw := string(h.read(stored["multipart"]))
+	slice := func(start, end int64) string { return raw[start:end] }
+	if st.Envelope.Subject != "structure" || st.Envelope.MessageID != "structure@example.org" {
+		t.Errorf("envelope %+v", st.Envelope)
+	}
+	if got := slice(st.Body.HeaderStart, st.Body.BodyStart); !strings.HasPrefix(got, "From: Alice") || !strings.HasSuffix(got, "boundary=\"b\"\r\n\r\n") {
+		t.Errorf("message header %q", got)
+	}
+	if len(st.Body.Children) != 2 {
+		t.Fatalf("%d parts, want 2", len(st.Body.Children))
+	}
+	text, inner := st.Body.Children[0], st.Body.Children[1]
+	if got := slice(text.HeaderStart, text.BodyStart); got != "Content-Type: text/plain\r\n\r\n" {
+		t.Errorf("part 1 header %q", got)
+	}
+	if got := slice(text.BodyStart, text.End); got != "first part" {
+		t.Errorf("part 1 body %q", got)
+	}
+	if len(inner.Children) != 1 || inner.Message == nil || inner.Message.Subject != "inner" {
+		t.Fatalf("part 2: %+v", inner)
+	}
+	if got := slice(inner.Children[0].HeaderStart, inner.Children[0].BodyStart); got != "Subject: inner\r\n\r\n" {
+		t.Errorf("part 2 embedded header %q", got)
+	}
+	if got := slice(inner.Children[0].BodyStart, inner.Children[0].End); got != "inner text" {
+		t.Errorf("part 2 embedded body %q", got)
+	}
+
+	// A duplicate writes nothing and leaves the structure as it was.
+	if res := h.append(env("s@example.org", base, "a@example.com"), structureMessage); !res.Duplicate {
+		t.Error("second append of the same message is no duplicate")
+	}
+	h.checkStructure(stored["multipart"])
+	h.reopen()
+	for _, id := range stored {
+		h.checkStructure(id)
+	}
+	if _, err := h.j.Structure(ctx, journal.ID{1}); !errors.Is(err, journal.ErrNotFound) {
+		t.Errorf("Structure of an unknown id: %v, want ErrNotFound", err)
+	}
+	h.verify()
+}
+
+func (h *harness) structure(id journal.ID) *mimestruct.Info {
+	h.t.Helper()
+	st, err := h.j.Structure(h.ctx, id)
+	if err != nil {
+		h.t.Fatalf("Structure %s: %v", id, err)
+	}
+	return st
+}
+
+// checkStructure checks that a message's structure is what mimestruct makes of
+// the bytes Open returns.
+func (h *harness) checkStructure(id journal.ID) {
+	h.t.Helper()
+	st := h.structure(id)
+	raw := h.read(id)
+	want, err := mimestruct.Parse(bytes.NewReader(raw))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if st.Body.HeaderStart != 0 || st.Body.End != int64(len(raw)) {
+		h.t.Errorf("%s: structure spans [%d,%d), the message has %d bytes", id, st.Body.HeaderStart, st.Body.End, len(raw))
+	}
+	if !reflect.DeepEqual(st, want) {
+		h.t.Errorf("%s: stored structure\n%+v\ndiffers from the message's\n%+v", id, st, want)
+	}
 }
 
 func testLargeMessage(t *testing.T, h *harness) {
@@ -857,6 +958,9 @@ func testSweep(t *testing.T, h *harness) {
 		if _, err := h.j.Get(ctx, id); !errors.Is(err, journal.ErrNotFound) {
 			t.Errorf("removed %s: Get says %v", id, err)
 		}
+		if _, err := h.j.Structure(ctx, id); !errors.Is(err, journal.ErrNotFound) {
+			t.Errorf("removed %s: Structure says %v", id, err)
+		}
 		if _, err := h.j.Open(ctx, id); !errors.Is(err, journal.ErrNotFound) {
 			t.Errorf("removed %s: Open says %v", id, err)
 		}
@@ -1138,6 +1242,8 @@ func testClosed(t *testing.T, h *harness) {
 	check("Stats", err)
 	_, err = j.Verify(ctx)
 	check("Verify", err)
+	_, err = j.Structure(ctx, res.ID)
+	check("Structure", err)
 
 	// Everything is there after opening again.
 	h.j = h.open(t, h.dir)
