@@ -186,6 +186,13 @@ type Journal interface {
 	// Mailbox returns a mailbox's UIDVALIDITY and counts, ErrNotFound if unknown.
 	Mailbox(ctx context.Context, name string) (MailboxInfo, error)
 
+	// CreateMailbox makes sure a mailbox exists and returns it: an existing
+	// one unchanged, a new one empty with its UIDVALIDITY fixed now. An IMAP
+	// folder shown before its first message (Sent) needs it, because a
+	// UIDVALIDITY that changes when the first message arrives makes clients
+	// discard their state for it (RFC 3501 §2.3.1.1).
+	CreateMailbox(ctx context.Context, name string) (MailboxInfo, error)
+
 	// Mailboxes calls fn for each known mailbox name in lexical order.
 	Mailboxes(ctx context.Context, fn func(name string) error) error
 

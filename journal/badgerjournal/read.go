@@ -295,6 +295,44 @@ func (j *Journal) Mailbox(ctx context.Context, name string) (journal.MailboxInfo
 	return info, nil
 }
 
+// CreateMailbox implements journal.Journal.
+func (j *Journal) CreateMailbox(ctx context.Context, name string) (journal.MailboxInfo, error) {
+	if name == "" {
+		return journal.MailboxInfo{}, errors.New("badgerjournal: create mailbox: empty name")
+	}
+	info, err := j.Mailbox(ctx, name)
+	if err == nil || !errors.Is(err, journal.ErrNotFound) {
+		return info, err
+	}
+	if err := j.enter(); err != nil {
+		return journal.MailboxInfo{}, err
+	}
+	defer j.exit()
+	// Looked up again inside the write: an append may have created it since.
+	err = j.do(ctx, func(txn *badger.Txn, w *writes) error {
+		mb, ok, err := getMailbox(txn, name)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			st, err := getStats(txn)
+			if err != nil {
+				return fmt.Errorf("reading stats: %w", err)
+			}
+			mb = mailbox{UIDValidity: uidValidity(j.opts.Clock()), UIDNext: 1}
+			st.Mailboxes++
+			w.set(mailboxKey(name), mb.encode())
+			w.set([]byte(keyStats), st.encode())
+		}
+		info = journal.MailboxInfo{Name: name, UIDValidity: mb.UIDValidity, UIDNext: mb.UIDNext, Messages: int(mb.Messages)}
+		return nil
+	})
+	if err != nil {
+		return journal.MailboxInfo{}, fmt.Errorf("badgerjournal: create mailbox %q: %w", name, err)
+	}
+	return info, nil
+}
+
 // Mailboxes implements journal.Journal.
 func (j *Journal) Mailboxes(ctx context.Context, fn func(name string) error) error {
 	return paged(ctx, j, "mailboxes", []byte{tagMailbox}, []byte{tagMailbox}, nil,

@@ -69,6 +69,7 @@ func Run(t *testing.T, open Opener) {
 		{"InvalidEnvelope", testInvalidEnvelope},
 		{"UIDs", testUIDs},
 		{"Mailboxes", testMailboxes},
+		{"CreateMailbox", testCreateMailbox},
 		{"Scan", testScan},
 		{"SetState", testSetState},
 		{"Sweep", testSweep},
@@ -819,6 +820,44 @@ func testMailboxes(t *testing.T, h *harness) {
 	stop := errors.New("stop")
 	if err := h.j.Mailboxes(ctx, func(string) error { return stop }); !errors.Is(err, stop) {
 		t.Errorf("Mailboxes with a failing callback: %v", err)
+	}
+	h.verify()
+}
+
+func testCreateMailbox(t *testing.T, h *harness) {
+	ctx := h.ctx
+	before := h.stats().Mailboxes
+	info, err := h.j.CreateMailbox(ctx, "alice@example.com/Sent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.UIDValidity == 0 || info.UIDNext != 1 || info.Messages != 0 || info.Name != "alice@example.com/Sent" {
+		t.Errorf("new mailbox: %+v", info)
+	}
+	if got := h.list("alice@example.com/Sent", 0); len(got) != 0 {
+		t.Errorf("new mailbox lists %v", got)
+	}
+	if got := h.stats().Mailboxes; got != before+1 {
+		t.Errorf("stats count %d mailboxes, want %d", got, before+1)
+	}
+	again, err := h.j.CreateMailbox(ctx, "alice@example.com/Sent")
+	if err != nil || again != info {
+		t.Errorf("second CreateMailbox: %+v, %v; want %+v", again, err, info)
+	}
+	// The first message keeps the UIDVALIDITY a client may have seen.
+	h.reopen()
+	e := env("alice@example.com", h.base, "x@example.org")
+	e.Recipients[0].Mailboxes = []string{"alice@example.com/Sent"}
+	res := h.append(e, msg("sent"))
+	got := h.mailbox("alice@example.com/Sent")
+	if got.UIDValidity != info.UIDValidity || got.UIDNext != 2 || got.Messages != 1 {
+		t.Errorf("after the first message: %+v, created as %+v", got, info)
+	}
+	if items := h.list("alice@example.com/Sent", 0); len(items) != 1 || items[0].ID != res.ID || items[0].UID != 1 {
+		t.Errorf("list %+v", items)
+	}
+	if _, err := h.j.CreateMailbox(ctx, ""); err == nil {
+		t.Error("CreateMailbox of an empty name succeeded")
 	}
 	h.verify()
 }
