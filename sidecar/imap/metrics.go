@@ -1,0 +1,105 @@
+package imap
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Values of the result label of lifeline_logins_total{protocol="imap"}; the
+// same set as package pop3 uses, so that one dashboard panel shows both.
+const (
+	loginOK          = "success"
+	loginFailed      = "failure"     // bad credentials
+	loginError       = "error"       // temporary failure of the authenticator or the journal
+	loginNotServing  = "not_serving" // good credentials, but Lifeline does not serve the mailbox now
+	loginInUse       = "in_use"      // unused by IMAP (no mailbox lock); kept for the shared label set
+	loginPlainRefuse = "plaintext_refused"
+)
+
+var loginResults = []string{loginOK, loginFailed, loginError, loginNotServing, loginInUse, loginPlainRefuse}
+
+// commands is the fixed set of values of the command label. The library
+// answers CAPABILITY, NOOP, CHECK, LOGOUT, STARTTLS and ENABLE itself; those
+// are not counted. LOGIN counts AUTHENTICATE PLAIN too, SELECT counts EXAMINE,
+// UNSELECT counts CLOSE.
+var commands = []string{"LOGIN", "SELECT", "CREATE", "DELETE", "RENAME", "SUBSCRIBE", "UNSUBSCRIBE",
+	"LIST", "NAMESPACE", "STATUS", "APPEND", "IDLE", "UNSELECT", "EXPUNGE", "SEARCH", "FETCH", "STORE",
+	"COPY", "MOVE"}
+
+type metrics struct {
+	sessions  prometheus.Gauge
+	logins    *prometheus.CounterVec
+	commands  *prometheus.CounterVec
+	bytesSent prometheus.Counter
+	panics    prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer, panics prometheus.Counter) (*metrics, error) {
+	m := &metrics{}
+	var errs []error
+	var err error
+	m.sessions, err = register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "lifeline_imap_sessions",
+		Help: "IMAP connections open now.",
+	}))
+	errs = append(errs, err)
+	// Name, help and labels must stay identical to package pop3's, so that
+	// both register the one collector.
+	m.logins, err = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "lifeline_logins_total",
+		Help: "Login attempts to the continuity mailbox, by protocol and result.",
+	}, []string{"protocol", "result"}))
+	errs = append(errs, err)
+	m.commands, err = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "lifeline_imap_commands_total",
+		Help: "IMAP commands handled by the mailbox backend, by command.",
+	}, []string{"command"}))
+	errs = append(errs, err)
+	m.bytesSent, err = register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "lifeline_imap_bytes_sent_total",
+		Help: "Bytes sent to IMAP clients on the wire (TLS records included).",
+	}))
+	errs = append(errs, err)
+	if panics != nil {
+		m.panics = panics
+	} else {
+		var vec *prometheus.CounterVec
+		vec, err = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lifeline_panics_total",
+			Help: "Panics recovered, by component. Any increase is a bug.",
+		}, []string{"component"}))
+		errs = append(errs, err)
+		if vec != nil {
+			m.panics = vec.WithLabelValues("imap")
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	for _, r := range loginResults {
+		m.logins.WithLabelValues("imap", r)
+	}
+	for _, c := range commands {
+		m.commands.WithLabelValues(c)
+	}
+	return m, nil
+}
+
+// register registers c on reg, or returns the identical collector already
+// registered there (a second Server, or POP3's lifeline_logins_total).
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
+	err := reg.Register(c)
+	if err == nil {
+		return c, nil
+	}
+	var are prometheus.AlreadyRegisteredError
+	if errors.As(err, &are) {
+		if existing, ok := are.ExistingCollector.(C); ok {
+			return existing, nil
+		}
+	}
+	var zero C
+	return zero, fmt.Errorf("imap: register metric: %w", err)
+}
