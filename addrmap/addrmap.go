@@ -103,6 +103,17 @@ func (m *Map) Resolve(rcpt, mailer, host string) (mailboxes []string, server str
 	return boxes, server
 }
 
+// ServerOf returns the mailbox server that serves a continuity mailbox (a
+// final address, as Resolve returns them): the one declared with its domain.
+func (m *Map) ServerOf(mailbox string) (server string, ok bool) {
+	_, dom, found := splitAddr(strings.ToLower(strings.TrimSpace(mailbox)))
+	if !found {
+		return "", false
+	}
+	server, ok = m.domains[dom]
+	return server, ok
+}
+
 // expand follows the alias table. An address that is not an alias is a final
 // address (with its detail stripped when configured). As in Postfix, an alias
 // that lists itself keeps itself as a final address.

@@ -133,3 +133,16 @@ func FuzzParseAliases(f *testing.F) {
 		}
 	})
 }
+
+func TestServerOf(t *testing.T) {
+	m := testMap(t, true)
+	for in, want := range map[string]string{
+		"alice@example.com": "dovecot", " Bob@EXAMPLE.com ": "dovecot", "x@other.org": "exchange",
+		"x@catchall.example.com": "dovecot", "x@elsewhere.org": "", "alice": "", "@example.com": "", "a@": "",
+	} {
+		got, ok := m.ServerOf(in)
+		if got != want || ok != (want != "") {
+			t.Errorf("ServerOf(%q) = %q, %v; want %q", in, got, ok, want)
+		}
+	}
+}

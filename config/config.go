@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lifelinemail/lifeline/auth"
 	"github.com/lifelinemail/lifeline/journal"
 )
 
@@ -28,6 +29,12 @@ type Config struct {
 	Replay  Replay   `toml:"replay"`
 	Notify  Notify   `toml:"notify"`
 	Log     Log      `toml:"log"`
+
+	MailboxAccess MailboxAccess `toml:"mailbox_access"`
+	IMAP          MailListener  `toml:"imap"`
+	POP3          MailListener  `toml:"pop3"`
+	TLS           TLS           `toml:"tls"`
+	Auth          Auth          `toml:"auth"`
 }
 
 // Journal configures the message store.
@@ -150,10 +157,153 @@ type Log struct {
 	Format string `toml:"format"` // text (default) or json
 }
 
+// MailboxAccess decides when users may read their continuity mailbox (IMAP,
+// POP3, later webmail).
+type MailboxAccess struct {
+	// Serve is "outage" (default): a login succeeds only while the mailbox
+	// server of the user's domain is in outage, so that users keep using their
+	// usual server otherwise; or "always": Lifeline is also a read-only archive.
+	Serve string `toml:"serve"`
+}
+
+// Serve modes.
+const (
+	ServeOutage = "outage"
+	ServeAlways = "always"
+)
+
+// MailListener configures the IMAP or the POP3 server.
+type MailListener struct {
+	// Enabled turns the server on (default true).
+	Enabled *bool `toml:"enabled"`
+	// Listen is the plain listener, HOST:PORT, with STARTTLS/STLS when [tls]
+	// is set. An explicit "" turns it off (implicit TLS only); absent means
+	// the default. A pointer, to tell the two apart.
+	Listen *string `toml:"listen"`
+	// ListenTLS is the implicit-TLS listener (RFC 8314), "" = off (default).
+	ListenTLS string `toml:"listen_tls"`
+	// IdleTimeout ends a session that sends nothing for this long (defaults
+	// follow the RFCs' autologout timers: 30m for IMAP, 10m for POP3).
+	IdleTimeout Duration `toml:"idle_timeout"`
+}
+
+// On reports whether the server runs: enabled, with at least one listener.
+func (l MailListener) On() bool {
+	return l.Enabled != nil && *l.Enabled && (l.PlainAddr() != "" || l.ListenTLS != "")
+}
+
+// PlainAddr is the plain listener's address, "" when off.
+func (l MailListener) PlainAddr() string {
+	if l.Listen == nil {
+		return ""
+	}
+	return *l.Listen
+}
+
+// TLS is the certificate of the IMAP and POP3 servers (PEM files). It is
+// re-read on SIGHUP.
+type TLS struct {
+	CertFile string `toml:"cert_file"` // the certificate chain, leaf first
+	KeyFile  string `toml:"key_file"`
+}
+
+// Configured reports whether a certificate is set.
+func (t TLS) Configured() bool { return t.CertFile != "" || t.KeyFile != "" }
+
+// Auth configures the logins of the continuity mailbox.
+type Auth struct {
+	// PasswdFile is a Dovecot-style passwd-file (user:{SCHEME}hash). Default:
+	// "users" in the directory of the configuration file, as Dovecot keeps
+	// /etc/dovecot/users beside dovecot.conf.
+	PasswdFile string `toml:"passwd_file"`
+	// PerAddress and PerUser limit failed logins per client address (IPv6 per
+	// /64) and per user name; defaults are auth.DefaultAddrPolicy and
+	// auth.DefaultUserPolicy.
+	PerAddress LoginLimit `toml:"per_address"`
+	PerUser    LoginLimit `toml:"per_user"`
+}
+
+// LoginLimit is one login rate-limit policy (auth.LimitPolicy).
+type LoginLimit struct {
+	// FreeFailures is how many failures cost no delay. A pointer because 0
+	// (delay from the first failure) is a setting, not "use the default".
+	FreeFailures *int     `toml:"free_failures"`
+	BaseDelay    Duration `toml:"base_delay"`   // after the free failures, doubling per failure
+	MaxDelay     Duration `toml:"max_delay"`    // the doubling stops here
+	MaxFailures  int      `toml:"max_failures"` // this many failures lock the key out
+	Window       Duration `toml:"window"`       // a count is forgotten after this long without a failure
+	Lockout      Duration `toml:"lockout"`      // how long a locked-out key is refused
+}
+
+// Policy returns the limit as the auth package takes it.
+func (l LoginLimit) Policy() auth.LimitPolicy {
+	p := auth.LimitPolicy{BaseDelay: l.BaseDelay.D(), MaxDelay: l.MaxDelay.D(), MaxFailures: l.MaxFailures,
+		Window: l.Window.D(), Lockout: l.Lockout.D()}
+	if l.FreeFailures != nil {
+		p.FreeFailures = *l.FreeFailures
+	}
+	return p
+}
+
+func (l *LoginLimit) applyDefaults(d auth.LimitPolicy) {
+	if l.FreeFailures == nil {
+		n := d.FreeFailures
+		l.FreeFailures = &n
+	}
+	if l.BaseDelay == 0 {
+		l.BaseDelay = Duration(d.BaseDelay)
+	}
+	if l.MaxDelay == 0 {
+		l.MaxDelay = Duration(max(d.MaxDelay, l.BaseDelay.D()))
+	}
+	if l.MaxFailures == 0 {
+		l.MaxFailures = d.MaxFailures
+	}
+	if l.Window == 0 {
+		l.Window = Duration(d.Window)
+	}
+	if l.Lockout == 0 {
+		l.Lockout = Duration(d.Lockout)
+	}
+}
+
+func (l LoginLimit) validate(key string, errs *Errors) {
+	if *l.FreeFailures < 0 {
+		errs.add(key+".free_failures", "must not be negative", "")
+	}
+	if l.MaxFailures < 1 {
+		errs.add(key+".max_failures", "must be at least 1", "")
+	}
+	if l.BaseDelay < 0 || l.MaxDelay < l.BaseDelay {
+		errs.add(key+".max_delay", "must be at least base_delay", "")
+	}
+	// A client waits out the delay inside its login command; past a few
+	// minutes clients time out and retry, which only adds failures.
+	if l.MaxDelay > Duration(5*time.Minute) {
+		errs.add(key+".max_delay", "must be at most 5m", "clients time out waiting longer")
+	}
+	if l.Window < Duration(time.Second) {
+		errs.add(key+".window", "must be at least 1s", "")
+	}
+	if l.Lockout < Duration(time.Second) {
+		errs.add(key+".lockout", "must be at least 1s", "")
+	}
+}
+
 // Defaults: a loopback-only single host, so the example file runs at once.
 const (
 	DefaultMilterListen = "tcp:127.0.0.1:8894"
 	DefaultHTTPListen   = "127.0.0.1:9894"
+	DefaultIMAPListen   = "127.0.0.1:1143"
+	DefaultPOP3Listen   = "127.0.0.1:1110"
+
+	// The autologout timers: RFC 9051 §5.4 (IMAP, at least 30 minutes) and
+	// RFC 1939 §3 (POP3, at least 10 minutes).
+	DefaultIMAPIdleTimeout = 30 * time.Minute
+	DefaultPOP3IdleTimeout = 10 * time.Minute
+
+	// DefaultPasswdFile is the passwd-file's name in the config file's directory.
+	DefaultPasswdFile = "users"
 
 	// Probe defaults: 10 s × 3 failures = 30 s to declare an outage. One lost
 	// probe (a Dovecot reload, a GC pause) must not start one, and during the
@@ -164,7 +314,9 @@ const (
 	DefaultProbeTimeout  = 5 * time.Second
 )
 
-func (c *Config) applyDefaults() {
+// applyDefaults fills in what the file leaves out; dir is the directory of
+// the configuration file, where the passwd-file is by default.
+func (c *Config) applyDefaults(dir string) {
 	if c.Journal.Retention == 0 {
 		c.Journal.Retention = Duration(journal.DefaultRetention)
 	}
@@ -261,6 +413,146 @@ func (c *Config) applyDefaults() {
 	if c.Log.Format == "" {
 		c.Log.Format = "text"
 	}
+	if c.MailboxAccess.Serve == "" {
+		c.MailboxAccess.Serve = ServeOutage
+	}
+	c.IMAP.applyDefaults(DefaultIMAPListen, DefaultIMAPIdleTimeout)
+	c.POP3.applyDefaults(DefaultPOP3Listen, DefaultPOP3IdleTimeout)
+	if c.Auth.PasswdFile == "" {
+		c.Auth.PasswdFile = filepath.Join(dir, DefaultPasswdFile)
+	}
+	c.Auth.PerAddress.applyDefaults(auth.DefaultAddrPolicy)
+	c.Auth.PerUser.applyDefaults(auth.DefaultUserPolicy)
+}
+
+func (l *MailListener) applyDefaults(listen string, idle time.Duration) {
+	if l.Enabled == nil {
+		t := true
+		l.Enabled = &t
+	}
+	if l.Listen == nil {
+		l.Listen = &listen
+	}
+	if l.IdleTimeout == 0 {
+		l.IdleTimeout = Duration(idle)
+	}
+}
+
+// validateMailAccess checks [mailbox_access], [imap], [pop3], [tls] and [auth].
+func (c *Config) validateMailAccess(errs *Errors) {
+	switch c.MailboxAccess.Serve {
+	case ServeOutage, ServeAlways:
+	default:
+		errs.add("mailbox_access.serve", fmt.Sprintf("is %q", c.MailboxAccess.Serve), `"outage" or "always"`)
+	}
+	if c.TLS.CertFile != "" && c.TLS.KeyFile == "" {
+		errs.add("tls.key_file", "is required with cert_file", `e.g. key_file = "/etc/lifeline/tls/key.pem"`)
+	}
+	if c.TLS.KeyFile != "" && c.TLS.CertFile == "" {
+		errs.add("tls.cert_file", "is required with key_file", `e.g. cert_file = "/etc/lifeline/tls/fullchain.pem"`)
+	}
+	for _, s := range []struct {
+		name string
+		l    MailListener
+		hint string
+	}{{"imap", c.IMAP, "127.0.0.1:1143"}, {"pop3", c.POP3, "127.0.0.1:1110"}} {
+		if !*s.l.Enabled {
+			continue
+		}
+		if s.l.PlainAddr() == "" && s.l.ListenTLS == "" {
+			errs.add(s.name+".listen", "is off and so is listen_tls", "set one, or enabled = false")
+		}
+		if a := s.l.PlainAddr(); a != "" {
+			if err := checkTCPListen(a); err != nil {
+				errs.add(s.name+".listen", err.Error(), fmt.Sprintf("e.g. %q", s.hint))
+			}
+		}
+		if a := s.l.ListenTLS; a != "" {
+			if err := checkTCPListen(a); err != nil {
+				errs.add(s.name+".listen_tls", err.Error(), "")
+			} else if c.TLS.CertFile == "" || c.TLS.KeyFile == "" {
+				errs.add(s.name+".listen_tls", "needs a certificate", "set [tls] cert_file and key_file")
+			}
+		}
+		if s.l.IdleTimeout < Duration(10*time.Second) {
+			errs.add(s.name+".idle_timeout", "must be at least 10s", "")
+		}
+	}
+	c.Auth.PerAddress.validate("auth.per_address", errs)
+	c.Auth.PerUser.validate("auth.per_user", errs)
+	c.checkDuplicateListeners(errs)
+}
+
+// checkTCPListen accepts "HOST:PORT" or "tcp:HOST:PORT": the IMAP and POP3
+// servers need the client's IP address for loopback checks and rate limits,
+// which a unix socket does not give.
+func checkTCPListen(s string) error {
+	network, _, err := SplitListen(s)
+	if err != nil {
+		return err
+	}
+	if network != "tcp" {
+		return fmt.Errorf("%q is not HOST:PORT (unix sockets are not supported here)", s)
+	}
+	return nil
+}
+
+// checkDuplicateListeners reports two listeners on one TCP address, which
+// would otherwise fail only when serve binds the second.
+func (c *Config) checkDuplicateListeners(errs *Errors) {
+	type listener struct{ key, addr string }
+	ls := []listener{{"milter.listen", c.Milter.Listen}, {"http.listen", c.HTTP.Listen}}
+	for _, s := range []struct {
+		name string
+		l    MailListener
+	}{{"imap", c.IMAP}, {"pop3", c.POP3}} {
+		if *s.l.Enabled {
+			ls = append(ls, listener{s.name + ".listen", s.l.PlainAddr()}, listener{s.name + ".listen_tls", s.l.ListenTLS})
+		}
+	}
+	seen := map[string]string{}
+	for _, l := range ls {
+		network, addr, err := SplitListen(l.addr)
+		if l.addr == "" || err != nil || network != "tcp" {
+			continue
+		}
+		if _, port, _ := net.SplitHostPort(addr); port == "0" {
+			continue // a random port each
+		}
+		if other, ok := seen[addr]; ok {
+			errs.add(l.key, fmt.Sprintf("%s is already %s", addr, other), "")
+			continue
+		}
+		seen[addr] = l.key
+	}
+}
+
+// Warnings lists what is allowed but probably not meant; check-config prints
+// them and serve logs them.
+func (c *Config) Warnings() []string {
+	var out []string
+	for _, s := range []struct {
+		name, proto string
+		l           MailListener
+	}{{"imap", "IMAP", c.IMAP}, {"pop3", "POP3", c.POP3}} {
+		if !s.l.On() || c.TLS.Configured() {
+			continue
+		}
+		if a := s.l.PlainAddr(); a != "" && !listensOnLoopback(a) {
+			out = append(out, fmt.Sprintf("%s.listen %s is not loopback and [tls] has no certificate: %s refuses plaintext logins from other hosts, so nobody can log in from there (set [tls] cert_file and key_file)",
+				s.name, a, s.proto))
+		}
+	}
+	return out
+}
+
+func listensOnLoopback(s string) bool {
+	_, addr, err := SplitListen(s)
+	if err != nil {
+		return false
+	}
+	host, _, err := net.SplitHostPort(addr)
+	return err == nil && isLoopback(host)
 }
 
 // validate appends every semantic error to errs.
@@ -406,6 +698,7 @@ func (c *Config) validate(errs *Errors) {
 			errs.add("http.listen", "the admin API needs a loopback address (it has no TLS)", `"127.0.0.1:9894"`)
 		}
 	}
+	c.validateMailAccess(errs)
 	switch strings.ToLower(c.Log.Level) {
 	case "debug", "info", "warn", "error":
 	default:

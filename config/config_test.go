@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/lifelinemail/lifeline/auth"
 )
 
 const minimal = `
@@ -40,6 +42,20 @@ func TestExampleFileIsValid(t *testing.T) {
 	}
 	if len(c.Servers) == 0 {
 		t.Fatal("example declares no mailbox server")
+	}
+	// The example shows the defaults of the mail access keys: keep them so.
+	d, err := Parse(filepath.Join("..", "contrib", "x.toml"), []byte(minimal))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MailboxAccess != d.MailboxAccess || c.TLS != d.TLS || c.Auth.PasswdFile != d.Auth.PasswdFile ||
+		c.Auth.PerAddress.Policy() != d.Auth.PerAddress.Policy() || c.Auth.PerUser.Policy() != d.Auth.PerUser.Policy() {
+		t.Errorf("example differs from the defaults:\n%+v %+v %+v\n%+v %+v %+v", c.MailboxAccess, c.TLS, c.Auth, d.MailboxAccess, d.TLS, d.Auth)
+	}
+	for _, l := range [][2]MailListener{{c.IMAP, d.IMAP}, {c.POP3, d.POP3}} {
+		if l[0].On() != l[1].On() || l[0].PlainAddr() != l[1].PlainAddr() || l[0].ListenTLS != l[1].ListenTLS || l[0].IdleTimeout != l[1].IdleTimeout {
+			t.Errorf("example listener %+v differs from the default %+v", l[0], l[1])
+		}
 	}
 }
 
@@ -231,10 +247,19 @@ func FuzzParse(f *testing.F) {
 	f.Add(minimal)
 	f.Add("[journal]\npath = 1\n[[server]]\nname = 2\nx = 3\n")
 	f.Add("[milter]\nlisten = \"unix:/x\"\n[[server]]\n[[server]]\ndomains = [1]\n")
+	f.Add(minimal + "[pop3]\nlisten = \"\"\nlisten_tls = \"127.0.0.1:1\"\n[tls]\ncert_file = \"c\"\n[auth.per_user]\nfree_failures = -1\n")
 	f.Fuzz(func(t *testing.T, s string) {
 		c, err := Parse("f.toml", []byte(s))
 		if err == nil && c.Journal.Path == "" {
 			t.Fatal("accepted a config without journal.path")
+		}
+		if err == nil {
+			_ = c.Warnings()
+			for _, l := range []MailListener{c.IMAP, c.POP3} {
+				if l.ListenTLS != "" && *l.Enabled && (c.TLS.CertFile == "" || c.TLS.KeyFile == "") {
+					t.Fatal("accepted listen_tls without a certificate")
+				}
+			}
 		}
 	})
 }
@@ -344,5 +369,185 @@ mode = "smtp"
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error %v does not name %s", err, want)
 		}
+	}
+}
+
+func TestMailAccessDefaults(t *testing.T) {
+	c, err := Parse(filepath.Join("etc", "lifeline", "lifeline.toml"), []byte(minimal))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MailboxAccess.Serve != ServeOutage {
+		t.Errorf("serve = %q", c.MailboxAccess.Serve)
+	}
+	for _, l := range []struct {
+		name   string
+		l      MailListener
+		listen string
+		idle   time.Duration
+	}{{"imap", c.IMAP, "127.0.0.1:1143", 30 * time.Minute}, {"pop3", c.POP3, "127.0.0.1:1110", 10 * time.Minute}} {
+		if !l.l.On() || l.l.PlainAddr() != l.listen || l.l.ListenTLS != "" || l.l.IdleTimeout.D() != l.idle {
+			t.Errorf("%s defaults: on %v listen %q tls %q idle %v", l.name, l.l.On(), l.l.PlainAddr(), l.l.ListenTLS, l.l.IdleTimeout.D())
+		}
+	}
+	if want := filepath.Join("etc", "lifeline", "users"); c.Auth.PasswdFile != want {
+		t.Errorf("passwd_file default %q, want %q (beside the config file)", c.Auth.PasswdFile, want)
+	}
+	if c.TLS.Configured() {
+		t.Error("TLS configured by default")
+	}
+	if got := c.Auth.PerUser.Policy(); got != auth.DefaultUserPolicy {
+		t.Errorf("per_user default %+v", got)
+	}
+	if got := c.Auth.PerAddress.Policy(); got != auth.DefaultAddrPolicy {
+		t.Errorf("per_address default %+v", got)
+	}
+	if w := c.Warnings(); len(w) != 0 {
+		t.Errorf("warnings for the defaults: %v", w)
+	}
+}
+
+func TestMailAccessKeys(t *testing.T) {
+	c, err := Parse("t.toml", []byte(minimal+`
+[mailbox_access]
+serve = "always"
+[imap]
+enabled = false
+[pop3]
+listen = ""
+listen_tls = "tcp:127.0.0.1:1995"
+idle_timeout = "2m"
+[tls]
+cert_file = "/etc/lifeline/cert.pem"
+key_file = "/etc/lifeline/key.pem"
+[auth]
+passwd_file = "/etc/lifeline/passwd"
+  [auth.per_address]
+  free_failures = 0
+  base_delay = "500ms"
+  max_delay = "10s"
+  max_failures = 50
+  window = "1h"
+  lockout = "30m"
+  [auth.per_user]
+  max_failures = 5
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MailboxAccess.Serve != ServeAlways || c.IMAP.On() || !c.POP3.On() {
+		t.Errorf("serve %q imap on %v pop3 on %v", c.MailboxAccess.Serve, c.IMAP.On(), c.POP3.On())
+	}
+	if c.POP3.PlainAddr() != "" || c.POP3.ListenTLS != "tcp:127.0.0.1:1995" || c.POP3.IdleTimeout.D() != 2*time.Minute {
+		t.Errorf("pop3 = %+v", c.POP3)
+	}
+	if !c.TLS.Configured() || c.Auth.PasswdFile != "/etc/lifeline/passwd" {
+		t.Errorf("tls %+v auth %+v", c.TLS, c.Auth)
+	}
+	want := auth.LimitPolicy{FreeFailures: 0, BaseDelay: 500 * time.Millisecond, MaxDelay: 10 * time.Second,
+		MaxFailures: 50, Window: time.Hour, Lockout: 30 * time.Minute}
+	if got := c.Auth.PerAddress.Policy(); got != want {
+		t.Errorf("per_address = %+v, want %+v", got, want)
+	}
+	u := auth.DefaultUserPolicy
+	u.MaxFailures = 5
+	if got := c.Auth.PerUser.Policy(); got != u {
+		t.Errorf("per_user = %+v, want %+v", got, u)
+	}
+}
+
+// Every mistake in the new sections is reported with its key and line.
+func TestMailAccessErrors(t *testing.T) {
+	src := `[journal]
+path = "j"
+[mailbox_access]
+serve = "sometimes"
+[imap]
+listen = "unix:/run/imap.sock"
+listen_tls = "127.0.0.1:1993"
+idle_timeout = "1s"
+[pop3]
+listen = "127.0.0.1:9894"
+listen_tls = "nowhere"
+[tls]
+cert_file = "/etc/cert.pem"
+[auth]
+  [auth.per_address]
+  free_failures = -1
+  max_failures = -1
+  max_delay = "10m"
+  [auth.per_user]
+  base_delay = "10s"
+  max_delay = "1s"
+  window = "1ms"
+  lockout = "1ms"
+  colour = "red"
+`
+	_, err := Parse("t.toml", []byte(src))
+	var errs *Errors
+	if !errors.As(err, &errs) {
+		t.Fatalf("err = %v", err)
+	}
+	got := map[string]int{}
+	for _, e := range errs.List {
+		got[e.Key] = e.Line
+	}
+	for key, line := range map[string]int{
+		"mailbox_access.serve":           4,
+		"imap.listen":                    6,
+		"imap.listen_tls":                7, // no key_file, so no certificate
+		"imap.idle_timeout":              8,
+		"pop3.listen":                    10, // the http listener's address
+		"pop3.listen_tls":                11,
+		"tls.key_file":                   12,
+		"auth.per_address.free_failures": 16,
+		"auth.per_address.max_failures":  17,
+		"auth.per_address.max_delay":     18,
+		"auth.per_user.max_delay":        21,
+		"auth.per_user.window":           22,
+		"auth.per_user.lockout":          23,
+		"auth.per_user.colour":           24,
+	} {
+		if l, ok := got[key]; !ok {
+			t.Errorf("no error for %s in:\n%v", key, err)
+		} else if l != line {
+			t.Errorf("%s: line %d, want %d", key, l, line)
+		}
+	}
+	if !strings.Contains(err.Error(), "imap.listen_tls: needs a certificate (set [tls] cert_file and key_file)") {
+		t.Errorf("listen_tls error does not say what to set:\n%v", err)
+	}
+
+	// Enabled without any listener, a key without its certificate, a
+	// certificate without its key.
+	_, err = Parse("t.toml", []byte(minimal+"[imap]\nlisten = \"\"\n[tls]\nkey_file = \"k.pem\"\n"))
+	for _, want := range []string{"imap.listen: is off and so is listen_tls", "tls.cert_file: is required with key_file"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v does not say %q", err, want)
+		}
+	}
+	// A disabled server's listeners are not checked.
+	if _, err := Parse("t.toml", []byte(minimal+"[imap]\nenabled = false\nlisten_tls = \"127.0.0.1:1993\"\n")); err != nil {
+		t.Errorf("disabled imap: %v", err)
+	}
+}
+
+// A non-loopback listener without TLS is allowed, with a warning: the servers
+// refuse plaintext logins from other hosts.
+func TestMailAccessWarnings(t *testing.T) {
+	c, err := Parse("t.toml", []byte(minimal+"[pop3]\nlisten = \"0.0.0.0:110\"\n[imap]\nlisten = \"[::1]:143\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := c.Warnings()
+	if len(w) != 1 || !strings.Contains(w[0], "pop3.listen 0.0.0.0:110 is not loopback") {
+		t.Errorf("warnings = %q", w)
+	}
+	c, err = Parse("t.toml", []byte(minimal+"[pop3]\nlisten = \"0.0.0.0:110\"\n[tls]\ncert_file = \"c\"\nkey_file = \"k\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := c.Warnings(); len(w) != 0 {
+		t.Errorf("warnings with TLS = %q", w)
 	}
 }

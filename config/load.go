@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -178,7 +179,7 @@ func Parse(name string, data []byte) (*Config, error) {
 			return nil, fmt.Errorf("config: re-encoding %s: %w", name, err)
 		}
 	}
-	cfg.applyDefaults()
+	cfg.applyDefaults(filepath.Dir(name))
 	cfg.validate(errs)
 	if len(errs.List) > 0 {
 		sortErrors(errs.List)

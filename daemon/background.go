@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/lifelinemail/lifeline/journal"
+	"github.com/lifelinemail/lifeline/sidecar/userview"
 )
 
 // every runs fn right away and then interval after each run ends, until ctx
@@ -25,12 +26,17 @@ func every(ctx context.Context, interval time.Duration, fn func()) {
 	}
 }
 
-// runSweeper removes messages past retention every interval, first right away.
-func runSweeper(ctx context.Context, j journal.Journal, retention, interval time.Duration, log *slog.Logger, m *metrics) {
-	every(ctx, interval, func() { sweepOnce(ctx, j, retention, log, m) })
+// runSweeper removes messages past retention every interval, first right away,
+// and then the users' flags of the removed messages (views may be nil).
+func runSweeper(ctx context.Context, j journal.Journal, views *userview.Store, retention, interval time.Duration, log *slog.Logger, m *metrics) {
+	every(ctx, interval, func() { sweepOnce(ctx, j, views, retention, log, m) })
 }
 
-func sweepOnce(ctx context.Context, j journal.Journal, retention time.Duration, log *slog.Logger, m *metrics) {
+// maxPruneMailboxes bounds the mailboxes remembered for one sweep's prune; the
+// rest are pruned by a later sweep, when they have fewer old messages left.
+const maxPruneMailboxes = 100_000
+
+func sweepOnce(ctx context.Context, j journal.Journal, views *userview.Store, retention time.Duration, log *slog.Logger, m *metrics) {
 	defer func() {
 		if r := recover(); r != nil {
 			m.panics.WithLabelValues("retention").Inc()
@@ -39,6 +45,25 @@ func sweepOnce(ctx context.Context, j journal.Journal, retention time.Duration, 
 	}()
 	start := time.Now()
 	horizon := start.Add(-retention)
+	// The journal does not say which mailboxes a sweep touched: note them
+	// first, among the messages the sweep may remove.
+	var swept map[string]struct{}
+	if views != nil {
+		swept = map[string]struct{}{}
+		err := j.Scan(ctx, time.Time{}, horizon, func(e journal.Entry) error {
+			for _, r := range e.Envelope.Recipients {
+				for _, mb := range r.Mailboxes {
+					if len(swept) < maxPruneMailboxes {
+						swept[mb] = struct{}{}
+					}
+				}
+			}
+			return nil
+		})
+		if err != nil && ctx.Err() == nil {
+			log.Warn("listing the mailboxes of expired messages; their flags are pruned by a later sweep", "err", err)
+		}
+	}
 	res, err := j.Sweep(ctx, horizon)
 	m.sweepDuration.Observe(time.Since(start).Seconds())
 	if err != nil {
@@ -49,6 +74,9 @@ func sweepOnce(ctx context.Context, j journal.Journal, retention time.Duration, 
 		return
 	}
 	m.sweepRemoved.Add(float64(res.Removed))
+	if res.Removed > 0 && views != nil {
+		pruneViews(ctx, views, swept, log)
+	}
 	if res.Removed > 0 || res.Kept > 0 {
 		log.Info("retention sweep", "removed", res.Removed, "kept_undelivered", res.Kept,
 			"horizon", horizon.UTC().Format(time.RFC3339), "took", time.Since(start).String())
@@ -77,4 +105,23 @@ func refreshStats(ctx context.Context, j journal.Journal, log *slog.Logger, m *m
 		oldest = float64(st.Oldest.Unix())
 	}
 	m.journalOldest.Set(oldest)
+}
+
+// pruneViews removes the flags and hidden marks users kept for messages the
+// sweep removed (userview keys that point at nothing).
+func pruneViews(ctx context.Context, views *userview.Store, mailboxes map[string]struct{}, log *slog.Logger) {
+	pruned := 0
+	for mb := range mailboxes {
+		n, err := views.Prune(ctx, mb)
+		pruned += n
+		if err != nil {
+			if ctx.Err() == nil {
+				log.Warn("pruning a mailbox's flags after the sweep", "mailbox", mb, "err", err)
+			}
+			return
+		}
+	}
+	if pruned > 0 {
+		log.Info("pruned flags of swept messages", "keys", pruned, "mailboxes", len(mailboxes))
+	}
 }

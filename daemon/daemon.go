@@ -1,7 +1,7 @@
 // Package daemon wires Lifeline's roles together for `lifeline serve`: it opens
-// the journal, starts the milter, the health monitor, the replayer and the HTTP
-// listener (/metrics, /healthz, the admin API), runs the retention sweep, and
-// shuts everything down in two phases.
+// the journal, starts the milter, the health monitor, the replayer, the IMAP
+// and POP3 servers and the HTTP listener (/metrics, /healthz, the admin API),
+// runs the retention sweep, and shuts everything down in two phases.
 package daemon
 
 import (
@@ -25,6 +25,9 @@ import (
 	"github.com/lifelinemail/lifeline/journal"
 	"github.com/lifelinemail/lifeline/journal/badgerjournal"
 	"github.com/lifelinemail/lifeline/milter"
+	"github.com/lifelinemail/lifeline/sidecar/imap"
+	"github.com/lifelinemail/lifeline/sidecar/pop3"
+	"github.com/lifelinemail/lifeline/sidecar/userview"
 )
 
 // Options are what the command line hands the daemon.
@@ -37,6 +40,9 @@ type Options struct {
 	Grace time.Duration
 	// Ready, if set, is closed when every listener is up.
 	Ready chan<- struct{}
+	// Reload, if set, asks for the TLS certificate and the passwd-file to be
+	// read again (SIGHUP); what fails to load keeps its old version.
+	Reload <-chan struct{}
 }
 
 // Run serves until ctx is cancelled, then shuts down: phase one stops taking
@@ -135,8 +141,15 @@ func Run(ctx context.Context, opts Options) (err error) {
 	mux.Handle("/v1/", api)
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 
+	views := userview.New(j)
+	access, err := newMailAccess(cfg, j, views, resolver, out.monitor, log, reg, m)
+	if err != nil {
+		return errors.Join(err, mln.Close(), hln.Close())
+	}
+
 	var wg sync.WaitGroup
-	serveErr := make(chan error, 3)
+	serveErr := make(chan error, 3+access.listeners())
+	access.serve(&wg, serveErr)
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
@@ -153,7 +166,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 
 	bg, stopBG := context.WithCancel(context.Background())
 	var bgwg sync.WaitGroup
-	bgwg.Add(3)
+	bgwg.Add(4)
 	outServing = true
 	go func() {
 		defer bgwg.Done()
@@ -163,7 +176,19 @@ func Run(ctx context.Context, opts Options) (err error) {
 	}()
 	go func() {
 		defer bgwg.Done()
-		runSweeper(bg, j, cfg.Journal.Retention.D(), cfg.Journal.SweepInterval.D(), log.With("component", "retention"), m)
+		runSweeper(bg, j, views, cfg.Journal.Retention.D(), cfg.Journal.SweepInterval.D(), log.With("component", "retention"), m)
+	}()
+	go func() {
+		defer bgwg.Done()
+		for {
+			select {
+			case <-bg.Done():
+				return
+			case <-opts.Reload:
+				log.Info("reloading the TLS certificate and the passwd-file")
+				access.reload()
+			}
+		}
 	}()
 	go func() {
 		defer bgwg.Done()
@@ -184,12 +209,19 @@ func Run(ctx context.Context, opts Options) (err error) {
 		log.Error("a listener failed, shutting down", "err", runErr)
 	}
 
-	// Phase one: stop accepting, let in-flight messages finish.
+	// Phase one: stop accepting, let in-flight messages and mailbox commands
+	// finish (the milter and the IMAP/POP3 servers side by side, so that a
+	// long RETR does not eat the milter's grace).
 	graceCtx, cancel := context.WithTimeout(context.Background(), opts.Grace)
 	defer cancel()
+	accessDone := make(chan error, 1)
+	go func() { accessDone <- access.shutdown(graceCtx) }()
 	if err := ms.Shutdown(graceCtx); err != nil {
 		// Phase two happened inside Shutdown: connections left were closed.
 		log.Warn("milter connections aborted at shutdown", "err", err)
+	}
+	if err := <-accessDone; err != nil {
+		log.Warn("mailbox sessions aborted at shutdown", "err", err)
 	}
 	// Replay records the outcome of in-flight transactions before the journal
 	// closes; the admin API stays up meanwhile.
@@ -207,7 +239,8 @@ func Run(ctx context.Context, opts Options) (err error) {
 }
 
 func isClosed(err error) bool {
-	return errors.Is(err, net.ErrClosed) || errors.Is(err, milter.ErrServerClosed)
+	return errors.Is(err, net.ErrClosed) || errors.Is(err, milter.ErrServerClosed) ||
+		errors.Is(err, pop3.ErrServerClosed) || errors.Is(err, imap.ErrServerClosed)
 }
 
 // warnIfExposed logs when a listener without authentication is not on loopback.

@@ -61,6 +61,10 @@ func TestServeJournalsAndShutsDown(t *testing.T) {
 path = %q
 [milter]
 listen = "tcp:%s"
+[pop3]
+enabled = false
+[imap]
+enabled = false
 [http]
 listen = %q
 [mapping]

@@ -76,6 +76,10 @@ func TestManualOutageCustodyReplayRestore(t *testing.T) {
 path = %q
 [milter]
 listen = "tcp:%s"
+[pop3]
+enabled = false
+[imap]
+enabled = false
 [http]
 listen = %q
 admin_token = "t0ken"
@@ -227,6 +231,10 @@ path = %q
 min_free = "16MiB"
 [milter]
 listen = "tcp:%s"
+[pop3]
+enabled = false
+[imap]
+enabled = false
 [http]
 listen = %q
 admin_token = "t0ken"

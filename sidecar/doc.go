@@ -1,4 +1,5 @@
 // Package sidecar holds the roles that serve users and the mailbox server during
-// and after an outage: IMAP and POP3 (sidecar/imap, sidecar/pop3), webmail, and
-// replay. They arrive with their own issues; the foundation only journals mail.
+// and after an outage: IMAP and POP3 (sidecar/imap, sidecar/pop3) over each
+// user's view of the journal (sidecar/userview), the rule of when a mailbox is
+// served (sidecar/serving), and later webmail. Replay lives in package replay.
 package sidecar

@@ -20,10 +20,12 @@ import (
 
 	gomilter "github.com/d--j/go-milter"
 
+	"github.com/lifelinemail/lifeline/auth"
 	"github.com/lifelinemail/lifeline/config"
 	"github.com/lifelinemail/lifeline/daemon"
 	"github.com/lifelinemail/lifeline/export"
 	"github.com/lifelinemail/lifeline/journal"
+	"github.com/lifelinemail/lifeline/tlsconf"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -34,8 +36,10 @@ const defaultConfig = "/etc/lifeline/lifeline.toml"
 const usage = `usage: lifeline COMMAND [flags]
 
 commands:
-  serve -c FILE             run Lifeline (milter, metrics)
+  serve -c FILE             run Lifeline (milter, IMAP, POP3, metrics); SIGHUP
+                            re-reads the TLS certificate and the passwd-file
   check-config -c FILE      validate a configuration file, list every error
+                            (and the TLS certificate, alias and passwd files)
   journal stats -c FILE     messages, mailboxes, bytes on disk, oldest entry
   journal verify -c FILE    check the journal's consistency (exit 1 on problems)
   export -c FILE --mailbox ADDR [--since T] [--until T] --format mbox|eml [--output PATH]
@@ -52,6 +56,9 @@ commands:
                             schedule or cancel a maintenance window
   restore -c FILE --mailbox ADDR --since T [--until T] [--folder NAME] [--dry-run]
                             deliver journaled mail of a mailbox back over LMTP
+  passwd [--scheme S] [--user ADDR] [--stdin]
+                            hash a password for the passwd-file (asked twice on
+                            the terminal, or one line of standard input)
   version                   print the version
 
 The journal commands and export open the journal directly: stop 'lifeline serve'
@@ -61,10 +68,10 @@ window and restore talk to the running 'lifeline serve' through its admin API
 `
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 
-func run(args []string, stdout, stderr io.Writer) int {
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return 2
@@ -87,6 +94,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdWindow(rest, stdout, stderr)
 	case "restore":
 		err = cmdRestore(rest, stdout, stderr)
+	case "passwd":
+		err = cmdPasswd(rest, stdin, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "lifeline", getVersion())
 	case "help", "-h", "--help":
@@ -174,6 +183,25 @@ func cmdServe(args []string, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	// SIGHUP re-reads the certificate and the passwd-file, as it does for
+	// Dovecot and Postfix (and no longer ends the process).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	reload := make(chan struct{}, 1)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+			}
+			select {
+			case reload <- struct{}{}:
+			default: // one reload pending is enough
+			}
+		}
+	}()
 	go func() {
 		// A second signal during the graceful phase ends the process at once;
 		// Postfix's default_action=accept covers the messages in flight.
@@ -201,7 +229,7 @@ func cmdServe(args []string, stderr io.Writer) error {
 			}
 		}()
 	}
-	return daemon.Run(ctx, daemon.Options{Config: cfg, Logger: log, Version: getVersion()})
+	return daemon.Run(ctx, daemon.Options{Config: cfg, Logger: log, Version: getVersion(), Reload: reload})
 }
 
 func cmdCheckConfig(args []string, stdout, stderr io.Writer) error {
@@ -213,11 +241,39 @@ func cmdCheckConfig(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// The files the config names, each problem at once, as for the config.
+	var errs []error
 	if _, err := daemon.NewResolver(cfg); err != nil {
+		errs = append(errs, err)
+	}
+	if cfg.TLS.Configured() {
+		if _, err := tlsconf.Load(cfg.TLS.CertFile, cfg.TLS.KeyFile, nil); err != nil {
+			errs = append(errs, fmt.Errorf("[tls]: %w", err))
+		}
+	}
+	users := -1
+	if cfg.IMAP.On() || cfg.POP3.On() {
+		// serve starts without a readable passwd-file (the milter must run),
+		// but then nobody can log in: that is worth an exit status here.
+		f, err := auth.NewFile(cfg.Auth.PasswdFile, auth.FileOptions{})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("auth.passwd_file: %w (create it with `lifeline passwd --user ADDR >> FILE`)", err))
+		} else {
+			users = f.Users()
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "%s: ok (%d mailbox servers, journal %s, retention %s)\n",
+	for _, w := range cfg.Warnings() {
+		fmt.Fprintf(stderr, "warning: %s\n", w)
+	}
+	fmt.Fprintf(stdout, "%s: ok (%d mailbox servers, journal %s, retention %s",
 		*cfgPath, len(cfg.Servers), cfg.Journal.Path, cfg.Journal.Retention.D())
+	if users >= 0 {
+		fmt.Fprintf(stdout, ", %d users in %s, serve %s", users, cfg.Auth.PasswdFile, cfg.MailboxAccess.Serve)
+	}
+	fmt.Fprintln(stdout, ")")
 	return nil
 }
 

@@ -11,7 +11,7 @@ import (
 func runCmd(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
 	var out, errb bytes.Buffer
-	code := run(args, &out, &errb)
+	code := run(args, strings.NewReader(""), &out, &errb)
 	return code, out.String(), errb.String()
 }
 
@@ -68,5 +68,52 @@ func TestParseTime(t *testing.T) {
 	}
 	if _, err := parseTime("yesterday"); err == nil {
 		t.Error("accepted 'yesterday'")
+	}
+}
+
+// check-config reads the files the config names: a missing passwd-file (when
+// IMAP or POP3 runs) and an unreadable certificate are errors, all at once; a
+// non-loopback listener without TLS is a warning.
+func TestCheckConfigMailAccessFiles(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "c.toml")
+	if err := os.WriteFile(p, []byte("[journal]\npath = \"j\"\n[tls]\ncert_file = \"/nonexistent/cert.pem\"\nkey_file = \"/nonexistent/key.pem\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errs := runCmd(t, "check-config", "-c", p)
+	if code != 1 {
+		t.Fatalf("exit %d, want 1: %s", code, errs)
+	}
+	for _, want := range []string{"[tls]: tls: loading /nonexistent/cert.pem", "auth.passwd_file: open " + filepath.Join(dir, "users"), "lifeline passwd"} {
+		if !strings.Contains(errs, want) {
+			t.Errorf("missing %q in:\n%s", want, errs)
+		}
+	}
+
+	// The passwd-file is not needed when neither server runs.
+	if err := os.WriteFile(p, []byte("[journal]\npath = \"j\"\n[imap]\nenabled = false\n[pop3]\nenabled = false\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, errs := runCmd(t, "check-config", "-c", p); code != 0 || strings.Contains(out, "users") {
+		t.Fatalf("exit %d: %s%s", code, out, errs)
+	}
+
+	if err := os.WriteFile(filepath.Join(dir, "users"), []byte("alice@example.com:{PLAIN}x\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte("[journal]\npath = \"j\"\n[pop3]\nlisten = \"0.0.0.0:1110\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs := runCmd(t, "check-config", "-c", p)
+	if code != 0 || !strings.Contains(out, "1 users in "+filepath.Join(dir, "users")) || !strings.Contains(errs, "warning: pop3.listen 0.0.0.0:1110 is not loopback") {
+		t.Fatalf("exit %d:\n%s%s", code, out, errs)
+	}
+
+	// A malformed passwd-file is an error, with its line.
+	if err := os.WriteFile(filepath.Join(dir, "users"), []byte("alice@example.com:{PLAIN}x\nbroken\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, errs := runCmd(t, "check-config", "-c", p); code != 1 || !strings.Contains(errs, "users:2:") {
+		t.Fatalf("exit %d: %s", code, errs)
 	}
 }
