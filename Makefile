@@ -33,10 +33,14 @@ vet:
 
 # Benchmarks, each printed beside its baseline: journal appends against the
 # disk's own write+fsync rate, then Postfix -> Dovecot throughput with the
-# milter against without it (needs root: it starts Postfix and Dovecot).
+# milter against without it, then fetching a 10,000-message mailbox over IMAP
+# from Lifeline against from Dovecot (needs root: it starts Postfix and Dovecot).
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 2000x ./journal/...
+	$(GO) test -run '^$$' -bench '^BenchmarkAppend$$' -benchtime 2000x ./journal/...
+	$(GO) test -run '^$$' -bench '^BenchmarkAppend50MB$$' -benchtime 3x ./journal/...
+	$(GO) test -run '^$$' -bench '^Benchmark(Parse|Copy)$$' ./mimestruct
 	$(GO) run ./e2e/mtabench $(BENCHFLAGS)
+	$(GO) run ./e2e/imapbench $(IMAPBENCHFLAGS)
 
 # Run every fuzz target for FUZZTIME each.
 fuzz:
@@ -48,6 +52,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzSession$$' -fuzztime $(FUZZTIME) ./sidecar/pop3
 	$(GO) test -run '^$$' -fuzz '^FuzzParseLine$$' -fuzztime $(FUZZTIME) ./auth
 	$(GO) test -run '^$$' -fuzz '^FuzzVerifyHash$$' -fuzztime $(FUZZTIME) ./auth
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./mimestruct
+	$(GO) test -run '^$$' -fuzz '^FuzzUnmarshal$$' -fuzztime $(FUZZTIME) ./mimestruct
 
 clean:
 	rm -rf bin var

@@ -37,6 +37,9 @@ type LifelineOptions struct {
 	// Outage turns on health checks, custody and replay settings, and the
 	// admin API (see lifeline_outage.go); nil writes none of those keys.
 	Outage *OutageOptions
+	// Sidecar turns on the IMAP and POP3 servers of the continuity mailbox
+	// (see sidecar.go); nil turns them off.
+	Sidecar *SidecarOptions
 }
 
 // Lifeline is a running `lifeline serve` with a generated config.
@@ -52,8 +55,18 @@ type Lifeline struct {
 	AdminToken string
 	// Servers are the [[server]] tables written to the config.
 	Servers []LifelineServer
+	// The continuity mailbox's listeners, 127.0.0.1:PORT, when
+	// LifelineOptions.Sidecar is set; the TLS ones (implicit TLS) and the
+	// certificate only with SidecarOptions.TLS. CAFile is what a client
+	// trusts (the self-signed certificate itself).
+	IMAPAddr, IMAPTLSAddr string
+	POP3Addr, POP3TLSAddr string
+	CertFile, KeyFile     string
+	CAFile                string
+	PasswdFile            string // [auth] passwd_file
 
-	proc *process
+	sidecar *SidecarOptions
+	proc    *process
 }
 
 // StartLifeline builds the binary (once per run), writes a config and starts
@@ -86,6 +99,7 @@ func StartLifeline(tb TB, opts LifelineOptions) *Lifeline {
 	if opts.Outage != nil {
 		l.AdminToken = randomToken()
 	}
+	l.setupSidecar(tb, opts.Sidecar)
 	writeFile(tb, l.ConfigPath, l.config(opts), 0o644)
 	dumpLogsOnFailure(tb, "lifeline", l.LogPath)
 	l.start(tb)
@@ -130,6 +144,7 @@ level = %s
 `, q(l.JournalDir), q(o.Retention), q(l.MilterAddr), q(o.OnJournalError), q(l.HTTPAddr), admin,
 		!o.KeepDetail, q(o.AliasFile), serversTOML(servers, o.Outage), q(o.LogLevel))
 	s += outageTOML(o.Outage)
+	s += l.sidecarTOML()
 	if o.ExtraTOML != "" {
 		s += "\n" + o.ExtraTOML + "\n"
 	}
@@ -162,6 +177,7 @@ func (l *Lifeline) start(tb TB) {
 	if err != nil {
 		tb.Fatalf("e2e: lifeline serve not healthy: %v\n%s", err, tail(l.LogPath, 8192))
 	}
+	l.waitSidecar(tb)
 }
 
 // Stop sends SIGTERM to `lifeline serve` and waits for it to exit; an exit

@@ -27,6 +27,9 @@ var debPackages = []debPackage{
 	{"dovecot-imapd", "/usr/lib/dovecot/imap"},
 	{"dovecot-lmtpd", "/usr/lib/dovecot/lmtp"},
 	{"dovecot-pop3d", "/usr/lib/dovecot/pop3"},
+	// mbsync, the independent IMAP client that syncs a continuity mailbox
+	// into a maildir (sidecar_test.go).
+	{"isync", "/usr/bin/mbsync"},
 }
 
 // PackageNames lists the Debian packages the harness needs.
