@@ -3,6 +3,8 @@ package e2e
 import (
 	"bufio"
 	"bytes"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -118,5 +120,21 @@ func TestTestIDOf(t *testing.T) {
 	}
 	if got := string(StripMboxFrom([]byte("From MAILER-DAEMON Thu Jan  1\nSubject: x\n"))); got != "Subject: x\n" {
 		t.Errorf("StripMboxFrom: %q", got)
+	}
+}
+
+func TestPostfixMaybeResent(t *testing.T) {
+	log := filepath.Join(t.TempDir(), "postfix.log")
+	lines := "Nov 27 04:22:00 postfix/lmtp[1234]: 4F1A2B3C4D: to=<alice@example.test>, relay=127.0.0.1[127.0.0.1]:35955, delay=0.1, dsn=4.4.2, status=deferred (lost connection with 127.0.0.1[127.0.0.1] while sending end of data -- message may be sent more than once)\n" +
+		"Nov 27 04:22:00 postfix/lmtp[1234]: 5A6B7C8D9E: to=<bob@example.test>, relay=127.0.0.1[127.0.0.1]:35955, dsn=4.4.1, status=deferred (connect to 127.0.0.1[127.0.0.1]:35955: Connection refused)\n"
+	if err := os.WriteFile(log, []byte(lines), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got, err := postfixMaybeResent(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || !got["4F1A2B3C4D"] {
+		t.Errorf("got %v, want only 4F1A2B3C4D", got)
 	}
 }
