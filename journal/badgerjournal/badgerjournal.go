@@ -57,6 +57,7 @@ import (
 	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
 	"github.com/dgraph-io/badger/v4/skl"
 	"github.com/klauspost/compress/zstd"
 
@@ -190,6 +191,9 @@ type Journal struct {
 
 	// bufs pools *chunkBufs.
 	bufs sync.Pool
+	// readBufs pools the decoded-chunk buffers of readers (*[]byte), so that
+	// reading one small message after another allocates nothing per chunk.
+	readBufs sync.Pool
 
 	// commits and grouped count transactions committed and the ops in them, so
 	// that tests (and later metrics) can see how many ops share a sync.
@@ -222,6 +226,13 @@ func Open(dir string, opts Options) (_ *Journal, err error) {
 		// Badger's metrics are process-wide expvars; two journals in one test
 		// would share them.
 		WithMetricsEnabled(false).
+		// Most of what the tables hold is compressed already (chunks under
+		// ValueThreshold are zstd frames): compressing their blocks again
+		// only costs a decompression and an allocation per read of a block
+		// that is not in the block cache. Tables written compressed before
+		// keep their compression (the manifest records it per table) and
+		// the block cache, until compaction rewrites them.
+		WithCompression(options.None).
 		WithMemTableSize(opts.MemTableSize).
 		WithNumMemtables(3).
 		WithBlockCacheSize(opts.BlockCacheSize).
@@ -270,7 +281,11 @@ func Open(dir string, opts Options) (_ *Journal, err error) {
 		return nil, fmt.Errorf("badgerjournal: zstd encoder: %w", err)
 	}
 	j.dec, err = zstd.NewReader(nil,
-		zstd.WithDecoderLowmem(true),
+		// Not the low-memory mode: its buffers sized exactly to each block
+		// make the decoder take its slower exact-copy path, which cost a
+		// fifth of a small message's read (BenchmarkOpen); the full-size
+		// buffers are a few hundred KiB per decoder, at most four decoders.
+		zstd.WithDecoderLowmem(false),
 		zstd.WithDecoderMaxMemory(maxChunkSize))
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("badgerjournal: zstd decoder: %w", err), j.enc.Close())

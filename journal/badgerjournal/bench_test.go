@@ -3,6 +3,7 @@ package badgerjournal
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/lifelinemail/lifeline/journal"
 )
 
 // BenchmarkAppend measures durable appends of 4 KiB messages at several
@@ -121,4 +124,68 @@ func rawFsyncRate(b *testing.B, dir string) float64 {
 		b.Fatal(err)
 	}
 	return rate
+}
+
+// BenchmarkOpen measures Open and a full read of 4 KiB text messages, one
+// after the other, from a journal of 10,000 of them: what an IMAP FETCH of a
+// mailbox costs in the journal. Run with:
+// go test -run XXX -bench Open ./journal/badgerjournal/
+func BenchmarkOpen(b *testing.B) {
+	const n = 10000
+	j, err := Open(filepath.Join(b.TempDir(), "journal"), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() {
+		if err := j.Close(); err != nil {
+			b.Error(err)
+		}
+	}()
+	words := strings.Fields("the of and to in is that for it as was with be by on not he this are or his from at which but have an they you were her she there been one all we their has would when if so no will")
+	ids := make([]journal.ID, n)
+	var next atomic.Int64
+	var failed atomic.Value
+	var wg sync.WaitGroup
+	for range 32 {
+		wg.Go(func() {
+			var buf bytes.Buffer
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				buf.Reset()
+				fmt.Fprintf(&buf, "From: bench@example.org\r\nSubject: %d\r\nMessage-ID: <%d@bench>\r\n\r\n", i, i)
+				for k := 0; buf.Len() < 4096; k++ {
+					buf.WriteString(words[(i*31+k*k*7)%len(words)])
+					buf.WriteString(map[bool]string{true: "\r\n", false: " "}[k%11 == 10])
+				}
+				res, err := j.Append(b.Context(), testEnv("rcpt@example.com"), &buf)
+				if err != nil {
+					failed.Store(err)
+					return
+				}
+				ids[i] = res.ID
+			}
+		})
+	}
+	wg.Wait()
+	if err, ok := failed.Load().(error); ok {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	i := 0
+	for b.Loop() {
+		rc, err := j.Open(b.Context(), ids[i%n])
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.Copy(io.Discard, rc); err != nil {
+			b.Fatal(err)
+		}
+		if err := rc.Close(); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
 }

@@ -50,20 +50,46 @@ func (j *Journal) Get(ctx context.Context, id journal.ID) (journal.Entry, error)
 
 // Open implements journal.Journal. The reader decodes one chunk at a time, each
 // in its own read transaction, so it holds one chunk in memory and never a
-// snapshot. If the message is swept while it is read, Read fails with
-// journal.ErrNotFound; once the journal is closed, with journal.ErrClosed.
-// ctx is checked before each chunk.
+// snapshot. The first chunk is read in the transaction that reads the record:
+// a message of one chunk (most mail) costs one transaction. If the message is
+// swept while it is read, Read fails with journal.ErrNotFound; once the
+// journal is closed, with journal.ErrClosed. ctx is checked before each chunk.
 func (j *Journal) Open(ctx context.Context, id journal.ID) (io.ReadCloser, error) {
-	var rec *record
+	r := &bodyReader{j: j, ctx: ctx, id: id}
+	if bp, ok := j.readBufs.Get().(*[]byte); ok {
+		r.buf = (*bp)[:0]
+	}
 	err := j.view(ctx, func(txn *badger.Txn) error {
-		var err error
-		rec, err = getRecord(txn, id)
-		return err
+		item, err := txn.Get(messageKey(id))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return fmt.Errorf("message %s: %w", id, journal.ErrNotFound)
+		}
+		if err != nil {
+			return err
+		}
+		err = item.Value(func(v []byte) error {
+			h, err := decodeRecordHead(v)
+			r.body, r.chunks, r.size = h.Body, h.Chunks, h.Size
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("message %s: %w", id, err)
+		}
+		if r.chunks > 0 {
+			// Room for the first chunk and the slack past it that lets the
+			// decoder copy in whole words (zstd's fast path).
+			if need := int(min(r.size, int64(j.opts.ChunkSize))) + decodeSlack; cap(r.buf) < need {
+				r.buf = make([]byte, 0, need)
+			}
+			return r.loadIn(txn)
+		}
+		return nil
 	})
 	if err != nil {
+		r.release()
 		return nil, fmt.Errorf("badgerjournal: open: %w", err)
 	}
-	return &bodyReader{j: j, ctx: ctx, id: id, body: rec.Body, chunks: rec.Chunks, size: rec.Size}, nil
+	return r, nil
 }
 
 // Structure implements journal.Journal. A structure stored by a parser whose
@@ -91,6 +117,11 @@ func (j *Journal) Structure(ctx context.Context, id journal.ID) (*mimestruct.Inf
 	}
 	return info, nil
 }
+
+// decodeSlack is room left past a decoded chunk in a reader's buffer: zstd
+// decodes with whole-word copies, which overrun by up to 32 bytes, only when
+// the buffer has it, and with slower exact copies otherwise.
+const decodeSlack = 64
 
 type bodyReader struct {
 	j      *Journal
@@ -153,34 +184,52 @@ func (r *bodyReader) load() {
 		}
 		return
 	}
-	err := r.j.view(r.ctx, func(txn *badger.Txn) error {
-		item, err := txn.Get(chunkKey(r.body, r.next))
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return fmt.Errorf("chunk %d gone: %w", r.next, journal.ErrNotFound)
-		}
-		if err != nil {
-			return err
-		}
-		return item.Value(func(v []byte) error {
-			r.buf, err = r.j.dec.DecodeAll(v, r.buf[:0])
-			return err
-		})
-	})
+	err := r.j.view(r.ctx, r.loadIn)
 	if err != nil {
 		r.err = fmt.Errorf("badgerjournal: message %s: %w", r.id, err)
-		return
+	}
+}
+
+// loadIn decodes chunk r.next into buf in txn.
+func (r *bodyReader) loadIn(txn *badger.Txn) error {
+	item, err := txn.Get(chunkKey(r.body, r.next))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return fmt.Errorf("chunk %d gone: %w", r.next, journal.ErrNotFound)
+	}
+	if err != nil {
+		return err
+	}
+	err = item.Value(func(v []byte) error {
+		var err error
+		r.buf, err = r.j.dec.DecodeAll(v, r.buf[:0])
+		return err
+	})
+	if err != nil {
+		r.buf = r.buf[:0]
+		return err
 	}
 	r.next++
 	r.read += int64(len(r.buf))
+	return nil
 }
 
 // Close releases the buffer; later reads fail.
 func (r *bodyReader) Close() error {
-	r.buf, r.off = nil, 0
+	r.release()
 	if r.err == nil || errors.Is(r.err, io.EOF) {
 		r.err = errors.New("badgerjournal: read after close")
 	}
 	return nil
+}
+
+// release gives the buffer back to the journal's pool; nothing may use it
+// after (WriteTo hands it only to Write, which must not keep it).
+func (r *bodyReader) release() {
+	if r.buf != nil && cap(r.buf) <= r.j.opts.ChunkSize+64<<10 {
+		b := r.buf[:0]
+		r.j.readBufs.Put(&b)
+	}
+	r.buf, r.off = nil, 0
 }
 
 // paged walks the keys under prefix from start, pageSize items per read

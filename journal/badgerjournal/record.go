@@ -84,6 +84,30 @@ func (r *record) encode() []byte {
 	return e.b
 }
 
+// recordHead is the start of a record: what reading the body needs.
+type recordHead struct {
+	Size   int64
+	Body   uint64
+	Chunks int
+}
+
+// decodeRecordHead decodes only the fields before the envelope, without
+// allocating, for Open: it does not check the rest of the record (Get and
+// Verify do).
+func decodeRecordHead(b []byte) (recordHead, error) {
+	d := decoder{b: b}
+	if v := d.uvarint(); v != recordVersion {
+		return recordHead{}, fmt.Errorf("message record version %d, want %d", v, recordVersion)
+	}
+	d.uvarint() // Seq
+	d.time()    // Stored
+	h := recordHead{Size: int64(d.uvarint()), Body: d.uvarint(), Chunks: d.int()}
+	if d.err != nil {
+		return recordHead{}, fmt.Errorf("decoding message record: %w", d.err)
+	}
+	return h, nil
+}
+
 func decodeRecord(b []byte) (*record, error) {
 	d := decoder{b: b}
 	if v := d.uvarint(); v != recordVersion {
