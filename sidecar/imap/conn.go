@@ -39,6 +39,68 @@ type wconn struct {
 	byeSent bool
 
 	closeOnce sync.Once
+
+	// wmu guards the write buffer. While a FETCH runs (cork to uncork), the
+	// library's writes, which it flushes at the end of every message's
+	// response, are gathered in wbuf and sent when it is full: one system
+	// call for many small messages instead of two or three each. werr is the
+	// first failed write of buffered bytes, which every later write returns:
+	// after it the byte stream has a hole.
+	wmu    sync.Mutex
+	wbuf   []byte
+	corked bool
+	werr   error
+	// deadlineSet: the connection has a write deadline (see write).
+	deadlineSet bool
+}
+
+// corkSize is the write buffer of a FETCH in progress: large enough to carry
+// a dozen typical messages per system call, small enough to keep per
+// connection.
+const corkSize = 64 << 10
+
+var corkBufs = sync.Pool{New: func() any { b := make([]byte, 0, corkSize); return &b }}
+
+// cork makes writes gather in a buffer until uncork.
+func (c *wconn) cork() {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.corked {
+		return
+	}
+	c.corked = true
+	c.wbuf = (*corkBufs.Get().(*[]byte))[:0]
+}
+
+// uncork sends what was gathered and makes writes direct again.
+func (c *wconn) uncork() error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if !c.corked {
+		return nil
+	}
+	err := c.flushLocked()
+	c.corked = false
+	b := c.wbuf[:0]
+	c.wbuf = nil
+	corkBufs.Put(&b)
+	return err
+}
+
+// flushLocked sends wbuf; c.wmu is held.
+func (c *wconn) flushLocked() error {
+	if c.werr != nil {
+		return c.werr
+	}
+	if len(c.wbuf) == 0 {
+		return nil
+	}
+	_, err := c.write(c.wbuf)
+	c.wbuf = c.wbuf[:0]
+	if err != nil {
+		c.werr = err
+	}
+	return err
 }
 
 func newWConn(s *Server, c net.Conn, id uint64, loopback bool, ip string) *wconn {
@@ -61,10 +123,39 @@ func (c *wconn) Read(p []byte) (int, error) {
 }
 
 func (c *wconn) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.werr != nil {
+		return 0, c.werr
+	}
+	if !c.corked {
+		return c.write(p)
+	}
+	if len(c.wbuf)+len(p) > cap(c.wbuf) {
+		if err := c.flushLocked(); err != nil {
+			return 0, err
+		}
+	}
+	if len(p) >= cap(c.wbuf) {
+		return c.write(p)
+	}
+	c.wbuf = append(c.wbuf, p...)
+	return len(p), nil
+}
+
+// write writes p to the connection, with the write timeout renewed, or the
+// deadline cleared when there is no timeout; c.wmu is held.
+func (c *wconn) write(p []byte) (int, error) {
 	if d := c.writeTimeout.Load(); d > 0 {
 		if err := c.Conn.SetWriteDeadline(time.Now().Add(time.Duration(d))); err != nil {
 			return 0, err
 		}
+		c.deadlineSet = true
+	} else if c.deadlineSet {
+		if err := c.Conn.SetWriteDeadline(time.Time{}); err != nil {
+			return 0, err
+		}
+		c.deadlineSet = false
 	}
 	n, err := c.Conn.Write(p)
 	c.srv.metrics.bytesSent.Add(float64(n))
@@ -90,13 +181,17 @@ func (c *wconn) SetReadDeadline(t time.Time) error {
 // wconn.readTimeout).
 const slidingReadAfter = time.Minute
 
+// SetWriteDeadline only records the timeout: write applies it before every
+// write to the connection. The library sets one four times per FETCH
+// response (response, literal, end of literal, end), and each deadline set
+// on the connection costs a timer update.
 func (c *wconn) SetWriteDeadline(t time.Time) error {
 	if t.IsZero() {
 		c.writeTimeout.Store(0)
 	} else {
 		c.writeTimeout.Store(int64(max(time.Until(t), time.Millisecond)))
 	}
-	return c.Conn.SetWriteDeadline(t)
+	return nil
 }
 
 func (c *wconn) SetDeadline(t time.Time) error {

@@ -72,7 +72,10 @@
 // Messages are sent exactly as stored: RFC822.SIZE, BODY[] and the journal's
 // bytes agree, bare LF line ends included. Body sections are streamed from the
 // journal into literals of the exact size announced, never held whole: BODY[]
-// and BODY[]<partial> of a 50 MB message cost a buffer. ENVELOPE, BODYSTRUCTURE
+// and BODY[]<partial> of a 50 MB message cost a buffer. A FETCH of the bodies
+// of many messages reads those of at most 64 KiB ahead, whole, a few at a
+// time, while it writes the one before (prefetch.go), and gathers its
+// responses into writes of 64 KiB (conn.go). ENVELOPE, BODYSTRUCTURE
 // and part sections (BODY[1.2], [1.2.MIME], [2.HEADER], [2.TEXT]) come from
 // the MIME structure the journal computed at append time (package
 // mimestruct), whose byte offsets locate each part; for a message journaled

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync"
 	"time"
 
 	goimap "github.com/emersion/go-imap/v2"
@@ -25,8 +26,10 @@ import (
 // (package mimestruct). Body sections are streamed from the journal with the
 // exact size announced before the literal: BODY[] of a 50 MB message never
 // sits in memory, and a section of a part is found by the structure's byte
-// offsets. Messages are sent as stored, so RFC822.SIZE and BODY[] agree with
-// each other and with the journal, bare LF line ends included.
+// offsets. In a FETCH of several messages, those of at most prefetchMax
+// bytes are read ahead, whole, while the one before is written (prefetch.go).
+// Messages are sent as stored, so RFC822.SIZE and BODY[] agree with each
+// other and with the journal, bare LF line ends included.
 //
 // A message that retention swept meanwhile is left out of the response, and
 // the command ends in NO [EXPUNGEISSUED] (RFC 9051 §7.1); its EXPUNGE follows.
@@ -51,8 +54,28 @@ func (ss *session) Fetch(w *imapserver.FetchWriter, set goimap.NumSet, options *
 		}
 		markSeen = markSeen && !v.readOnly
 		f := &fetcher{ss: ss, v: v, options: options, markSeen: markSeen}
-		for _, i := range idx {
-			if err := f.message(ctx, w, i); err != nil {
+		// The responses go out in large writes; the last ones before the
+		// command returns, ahead of its completion.
+		ss.conn.cork()
+		defer func() {
+			if err := ss.conn.uncork(); err != nil {
+				ss.log.Debug("imap: fetch: write", "err", err)
+			}
+		}()
+		if len(options.BodySection) > 0 || len(options.BinarySection) > 0 || len(options.BinarySectionSize) > 0 {
+			ids, sizes := make([]journal.ID, len(idx)), make([]int64, len(idx))
+			for k, i := range idx {
+				ids[k], sizes[k] = v.msgs[i].id, v.msgs[i].size
+			}
+			f.pf = newPrefetcher(ctx, ss, ids, sizes)
+			defer f.pf.stop()
+		}
+		for k, i := range idx {
+			f.ahead, f.aheadID = f.pf.get(k), v.msgs[i].id
+			err := f.message(ctx, w, i)
+			f.pf.release(f.ahead)
+			f.ahead = nil
+			if err != nil {
 				return err
 			}
 		}
@@ -75,6 +98,10 @@ type fetcher struct {
 	v        *view
 	options  *goimap.FetchOptions
 	markSeen bool
+
+	pf      *prefetcher // nil when no message is read ahead
+	ahead   *prefetched // the current message read ahead, or nil
+	aheadID journal.ID
 
 	seen    bool  // \Seen was set on some message
 	missing bool  // some message is no longer in the journal
@@ -112,7 +139,7 @@ func (f *fetcher) message(ctx context.Context, w *imapserver.FetchWriter, i int)
 		flags, err := ss.srv.opts.Store.AddFlags(ctx, v.f.box, m.uid, []string{userview.FlagSeen})
 		switch {
 		case errors.Is(err, userview.ErrNoMessage):
-			m.gone = true // expunged by another session: served all the same
+			v.markGone(m) // expunged by another session: served all the same
 		case err != nil:
 			ss.log.Warn("imap: set \\Seen", "mailbox", v.f.box, "uid", m.uid, "err", err)
 		default:
@@ -215,7 +242,7 @@ func (f *fetcher) readError(m *vmsg, err error) error {
 		return err
 	}
 	if errors.Is(err, journal.ErrNotFound) {
-		m.gone = true
+		f.v.markGone(m)
 		f.missing = true
 		return nil
 	}
@@ -256,9 +283,9 @@ func (f *fetcher) header(ctx context.Context, md *msgData) error {
 	if md.hdrLoaded {
 		return nil
 	}
-	rc, err := f.ss.srv.opts.Journal.Open(ctx, md.m.id)
+	rc, err := f.open(ctx, md.m.id)
 	if err != nil {
-		return fmt.Errorf("open: %w", err)
+		return err
 	}
 	md.hdrEnd, md.hdr, err = readHeader(bufio.NewReaderSize(rc, 32<<10))
 	if cerr := rc.Close(); err == nil {
@@ -273,9 +300,9 @@ func (f *fetcher) header(ctx context.Context, md *msgData) error {
 
 // readSpan reads up to limit bytes of [start, end) of the message.
 func (f *fetcher) readSpan(ctx context.Context, id journal.ID, start, end, limit int64) ([]byte, error) {
-	rc, err := f.ss.srv.opts.Journal.Open(ctx, id)
+	rc, err := f.open(ctx, id)
 	if err != nil {
-		return nil, fmt.Errorf("open: %w", err)
+		return nil, err
 	}
 	defer rc.Close()
 	if err := discard(rc, start); err != nil {
@@ -393,9 +420,9 @@ func (f *fetcher) planBinary(ctx context.Context, md *msgData, path []int, parti
 	if p.decode != "" && p.decode != "7bit" && p.decode != "8bit" && p.decode != "binary" {
 		// The literal's size must be known before it is sent: decode once
 		// to count.
-		rc, err := f.ss.srv.opts.Journal.Open(ctx, md.m.id)
+		rc, err := f.open(ctx, md.m.id)
 		if err != nil {
-			return p, fmt.Errorf("open: %w", err)
+			return p, err
 		}
 		if err := discard(rc, p.start); err != nil {
 			rc.Close()
@@ -415,6 +442,12 @@ func (f *fetcher) planBinary(ctx context.Context, md *msgData, path []int, parti
 	if partial != nil {
 		p.skip = min(partial.Offset, size)
 		size = min(size-p.skip, partial.Size)
+		if p.decode == "" {
+			// Nothing to decode: the partial's offset is an offset into
+			// the stored bytes (RFC 3516 §4.2 with an identity encoding).
+			p.start += p.skip
+			p.skip = 0
+		}
 	}
 	p.size = size
 	return p, nil
@@ -446,9 +479,13 @@ func (f *fetcher) stream(ctx context.Context, lw io.WriteCloser, m *vmsg, p plan
 }
 
 func (f *fetcher) copySpan(ctx context.Context, w io.Writer, id journal.ID, p plan) error {
-	rc, err := f.ss.srv.opts.Journal.Open(ctx, id)
+	if b := f.aheadBytes(id); b != nil && p.decode == "" && p.end <= int64(len(b)) && p.size == p.end-p.start {
+		_, err := w.Write(b[p.start:p.end])
+		return err
+	}
+	rc, err := f.open(ctx, id)
 	if err != nil {
-		return fmt.Errorf("open: %w", err)
+		return err
 	}
 	defer rc.Close()
 	if err := discard(rc, p.start); err != nil {
@@ -461,7 +498,10 @@ func (f *fetcher) copySpan(ctx context.Context, w io.Writer, id journal.ID, p pl
 			return err
 		}
 	}
-	n, err := io.CopyN(w, r, p.size)
+	// io.CopyN through a LimitReader would allocate its buffer every time.
+	bp := copyBufs.Get().(*[]byte)
+	n, err := io.CopyBuffer(w, io.LimitReader(r, p.size), *bp)
+	copyBufs.Put(bp)
 	if err == nil && n < p.size {
 		err = io.ErrUnexpectedEOF
 	}
@@ -470,6 +510,8 @@ func (f *fetcher) copySpan(ctx context.Context, w io.Writer, id journal.ID, p pl
 	}
 	return err
 }
+
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
 // countingWriter counts what was written and remembers a write error, which
 // means the client connection failed.

@@ -137,8 +137,10 @@ func TestSelectAndFetch(t *testing.T) {
 	// BINARY removes the transfer encoding (RFC 3516).
 	bin := &goimap.FetchItemBinarySection{Part: []int{2}, Peek: true}
 	binQP := &goimap.FetchItemBinarySection{Part: []int{1}, Peek: true, Partial: &goimap.SectionPartial{Offset: 3, Size: 3}}
+	// A part with nothing to decode: the offset still counts.
+	bin7 := &goimap.FetchItemBinarySection{Part: []int{3}, Peek: true, Partial: &goimap.SectionPartial{Offset: 6, Size: 10}}
 	m := fetchOne(t, c, goimap.SeqSetNum(3), &goimap.FetchOptions{
-		BinarySection:     []*goimap.FetchItemBinarySection{bin, binQP},
+		BinarySection:     []*goimap.FetchItemBinarySection{bin, binQP, bin7},
 		BinarySectionSize: []*goimap.FetchItemBinarySectionSize{{Part: []int{2}}},
 	})
 	if got := string(m.FindBinarySection(bin)); got != "hello binary world" {
@@ -146,6 +148,9 @@ func TestSelectAndFetch(t *testing.T) {
 	}
 	if got := m.FindBinarySection(binQP); string(got) != "\xf6ne" {
 		t.Errorf("BINARY[1]<3.3> = %q", got)
+	}
+	if got := string(m.FindBinarySection(bin7)); got != inner[6:16] {
+		t.Errorf("BINARY[3]<6.10> = %q, want %q", got, inner[6:16])
 	}
 	if n, ok := m.FindBinarySectionSize([]int{2}); !ok || n != 18 {
 		t.Errorf("BINARY.SIZE[2] = %d %v", n, ok)

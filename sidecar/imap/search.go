@@ -64,7 +64,7 @@ func (ss *session) Search(kind imapserver.NumKind, criteria *goimap.SearchCriter
 				return no(goimap.ResponseCodeLimit, "SEARCH would read more than %d MB of messages; narrow it (SINCE, FROM, SUBJECT)", ss.srv.opts.SearchMaxBytes>>20)
 			}
 			if errors.Is(err, journal.ErrNotFound) {
-				m.gone = true // swept by retention meanwhile
+				v.markGone(m) // swept by retention meanwhile
 				continue
 			}
 			if err != nil {

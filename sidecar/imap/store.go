@@ -72,7 +72,7 @@ func (ss *session) Store(w *imapserver.FetchWriter, set goimap.NumSet, flags *go
 			if errors.Is(err, userview.ErrNoMessage) {
 				// Expunged by another session meanwhile: its EXPUNGE
 				// follows (RFC 2180 §4.2.1).
-				m.gone = true
+				v.markGone(m)
 				continue
 			}
 			if err != nil {
@@ -158,7 +158,7 @@ func (ss *session) Expunge(w *imapserver.ExpungeWriter, uids *goimap.UIDSet) err
 			}
 			for _, m := range v.msgs {
 				if slices.Contains(hide, m.uid) {
-					m.gone = true
+					v.markGone(m)
 				}
 			}
 			v.changedBy()

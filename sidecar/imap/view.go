@@ -36,6 +36,15 @@ type view struct {
 	// next refresh (RFC 3501 §7.2.6).
 	keywords    map[string]bool
 	newKeywords bool
+	// anyGone: some message may be gone with its EXPUNGE not sent, so that
+	// the refresh after every command looks through the messages only then.
+	anyGone bool
+}
+
+// markGone marks m as gone (see vmsg.gone).
+func (v *view) markGone(m *vmsg) {
+	m.gone = true
+	v.anyGone = true
 }
 
 // vmsg is one message of a view.
@@ -277,7 +286,7 @@ func (ss *session) refresh(ctx context.Context, w *imapserver.UpdateWriter, allo
 		for _, m := range v.msgs {
 			fresh, ok := byUID[m.uid]
 			if !ok {
-				m.gone = true
+				v.markGone(m)
 				continue
 			}
 			if !m.gone && !slices.Equal(fresh.Flags, m.flags) {
@@ -301,7 +310,7 @@ func (ss *session) refresh(ctx context.Context, w *imapserver.UpdateWriter, allo
 	}
 	v.info, v.gen = info, g
 
-	if allowExpunge {
+	if allowExpunge && v.anyGone {
 		// Highest first, so that every number sent is still valid when the
 		// client applies it (RFC 3501 §7.4.1).
 		for i := len(v.msgs) - 1; i >= 0; i-- {
@@ -313,6 +322,7 @@ func (ss *session) refresh(ctx context.Context, w *imapserver.UpdateWriter, allo
 			}
 			v.msgs = slices.Delete(v.msgs, i, i+1)
 		}
+		v.anyGone = false
 	}
 	if len(added) > 0 {
 		for _, m := range added {
@@ -381,7 +391,10 @@ func (v *view) resolve(set goimap.NumSet) ([]int, error) {
 		set = v.searchRes
 	}
 	n := len(v.msgs)
-	marked := make([]bool, n)
+	// The set as spans of indexes [lo, hi), then their union in order: no
+	// pass over the whole mailbox for a command about one message.
+	type span struct{ lo, hi int }
+	var spans []span
 	switch set := set.(type) {
 	case goimap.SeqSet:
 		for _, r := range set {
@@ -402,8 +415,8 @@ func (v *view) resolve(set goimap.NumSet) ([]int, error) {
 				}
 				stop = uint32(n)
 			}
-			for i := start; i >= 1 && i <= stop; i++ {
-				marked[i-1] = true
+			if stop >= 1 {
+				spans = append(spans, span{int(max(start, 1)) - 1, int(stop)})
 			}
 		}
 	case goimap.UIDSet:
@@ -419,20 +432,22 @@ func (v *view) resolve(set goimap.NumSet) ([]int, error) {
 			if start > stop {
 				start, stop = stop, start
 			}
-			i := sort.Search(n, func(i int) bool { return v.msgs[i].uid >= start })
-			for ; i < n && v.msgs[i].uid <= stop; i++ {
-				marked[i] = true
-			}
+			lo := sort.Search(n, func(i int) bool { return v.msgs[i].uid >= start })
+			hi := lo + sort.Search(n-lo, func(i int) bool { return v.msgs[lo+i].uid > stop })
+			spans = append(spans, span{lo, hi})
 		}
 	case nil:
 	default:
 		return nil, bad("unsupported message set")
 	}
+	slices.SortFunc(spans, func(a, b span) int { return a.lo - b.lo })
 	var out []int
-	for i, m := range marked {
-		if m {
+	next := 0 // indexes below are in out
+	for _, sp := range spans {
+		for i := max(sp.lo, next); i < sp.hi; i++ {
 			out = append(out, i)
 		}
+		next = max(next, sp.hi)
 	}
 	return out, nil
 }
