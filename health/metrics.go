@@ -2,9 +2,10 @@ package health
 
 import (
 	"errors"
-	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/lifelinemail/lifeline/internal/promreg"
 )
 
 // metrics are the Monitor's collectors, on the injected Registerer (never
@@ -22,29 +23,29 @@ func newMetrics(reg prometheus.Registerer, panics prometheus.Counter) (*metrics,
 	m := &metrics{}
 	var errs []error
 	var err error
-	m.up, err = register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+	m.up, err = promreg.Register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "lifeline_mailbox_server_up",
 		Help: "1 if the last probe round of the mailbox server succeeded, 0 if it failed.",
 	}, []string{"server"}))
 	errs = append(errs, err)
-	m.outage, err = register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+	m.outage, err = promreg.Register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "lifeline_outage_active",
 		Help: "1 while Lifeline holds the mailbox server in outage mode (custody), else 0.",
 	}, []string{"server"}))
 	errs = append(errs, err)
-	m.transitions, err = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+	m.transitions, err = promreg.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "lifeline_outage_transitions_total",
 		Help: "Outage starts and ends of the mailbox server, by cause (probe, operator, window).",
 	}, []string{"server", "cause"}))
 	errs = append(errs, err)
-	m.probeSeconds, err = register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+	m.probeSeconds, err = promreg.Register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "lifeline_probe_seconds",
 		Help: "Duration of health probes, by mailbox server and probe type.",
 		// 1 ms (a local LMTP greeting) up to 10 s (beyond any probe timeout).
 		Buckets: prometheus.ExponentialBucketsRange(0.001, 10, 14),
 	}, []string{"server", "type"}))
 	errs = append(errs, err)
-	m.probeFailures, err = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+	m.probeFailures, err = promreg.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "lifeline_probe_failures_total",
 		Help: "Failed health probes, by mailbox server and probe type.",
 	}, []string{"server", "type"}))
@@ -53,7 +54,7 @@ func newMetrics(reg prometheus.Registerer, panics prometheus.Counter) (*metrics,
 		m.panics = panics
 	} else {
 		var vec *prometheus.CounterVec
-		vec, err = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		vec, err = promreg.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "lifeline_panics_total",
 			Help: "Panics recovered, by component. Any increase is a bug.",
 		}, []string{"component"}))
@@ -66,21 +67,4 @@ func newMetrics(reg prometheus.Registerer, panics prometheus.Counter) (*metrics,
 		return nil, err
 	}
 	return m, nil
-}
-
-// register registers c on reg, or returns the identical collector already
-// registered there (a second Monitor on the same registry).
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	err := reg.Register(c)
-	if err == nil {
-		return c, nil
-	}
-	var are prometheus.AlreadyRegisteredError
-	if errors.As(err, &are) {
-		if existing, ok := are.ExistingCollector.(C); ok {
-			return existing, nil
-		}
-	}
-	var zero C
-	return zero, fmt.Errorf("health: register metric: %w", err)
 }

@@ -2,9 +2,10 @@ package milter
 
 import (
 	"errors"
-	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/lifelinemail/lifeline/internal/promreg"
 )
 
 // Values of the result label of lifeline_milter_messages_total. The set is
@@ -47,13 +48,13 @@ func newMetrics(reg prometheus.Registerer, panics prometheus.Counter) (*metrics,
 	var err error
 	var errs []error
 
-	m.messages, err = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+	m.messages, err = promreg.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "lifeline_milter_messages_total",
 		Help: "Messages seen by the milter at end-of-message or abort, by result.",
 	}, []string{"result"}))
 	errs = append(errs, err)
 
-	m.appendSeconds, err = register(reg, prometheus.NewHistogram(prometheus.HistogramOpts{
+	m.appendSeconds, err = promreg.Register(reg, prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name: "lifeline_journal_append_seconds",
 		Help: "Time for journal appends to become durable, as seen by the milter.",
 		// 0.5 ms (an fsync shared with other appends on a fast disk) up to
@@ -62,13 +63,13 @@ func newMetrics(reg prometheus.Registerer, panics prometheus.Counter) (*metrics,
 	}))
 	errs = append(errs, err)
 
-	m.appendErrors, err = register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+	m.appendErrors, err = promreg.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "lifeline_journal_append_errors_total",
 		Help: "Journal appends from the milter that returned an error.",
 	}))
 	errs = append(errs, err)
 
-	m.custodyRecipients, err = register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+	m.custodyRecipients, err = promreg.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "lifeline_milter_custody_recipients_total",
 		Help: "Recipients the milter took away from the MTA (DELRCPT, or DISCARD of the whole message) because they are in Lifeline's custody; a message offered again counts again.",
 	}))
@@ -78,7 +79,7 @@ func newMetrics(reg prometheus.Registerer, panics prometheus.Counter) (*metrics,
 		m.panics = panics
 	} else {
 		var vec *prometheus.CounterVec
-		vec, err = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		vec, err = promreg.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "lifeline_panics_total",
 			Help: "Panics recovered, by component. Any increase is a bug.",
 		}, []string{"component"}))
@@ -96,21 +97,4 @@ func newMetrics(reg prometheus.Registerer, panics prometheus.Counter) (*metrics,
 		m.messages.WithLabelValues(r)
 	}
 	return m, nil
-}
-
-// register registers c on reg, or returns the identical collector that is
-// already registered there (a second Server on the same registry).
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	err := reg.Register(c)
-	if err == nil {
-		return c, nil
-	}
-	var are prometheus.AlreadyRegisteredError
-	if errors.As(err, &are) {
-		if existing, ok := are.ExistingCollector.(C); ok {
-			return existing, nil
-		}
-	}
-	var zero C
-	return zero, fmt.Errorf("milter: register metric: %w", err)
 }

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/lifelinemail/lifeline/internal/promreg"
 )
 
 // Event kinds.
@@ -191,11 +193,11 @@ func New(opts Options) (*Notifier, error) {
 		reg = prometheus.NewRegistry()
 	}
 	var err1, err2 error
-	n.sent, err1 = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+	n.sent, err1 = promreg.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "lifeline_notify_sent_total",
 		Help: "Notifications delivered, by channel (webhook, mail).",
 	}, []string{"channel"}))
-	n.errors, err2 = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+	n.errors, err2 = promreg.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "lifeline_notify_errors_total",
 		Help: "Notifications that could not be delivered after all attempts, by channel (webhook, mail, queue).",
 	}, []string{"channel"}))
@@ -363,21 +365,4 @@ func (n *Notifier) postWebhook(ctx context.Context, ev Event) error {
 func (n *Notifier) mailPostmaster(ctx context.Context, ev Event) error {
 	msg := composeMail(n.opts.From, n.opts.Postmaster, n.opts.Hostname, ev)
 	return Submit(ctx, n.network, n.address, n.opts.From, []string{n.opts.Postmaster}, msg)
-}
-
-// register registers c on reg, or returns the identical collector already
-// registered there (a second Notifier on one registry).
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	err := reg.Register(c)
-	if err == nil {
-		return c, nil
-	}
-	var are prometheus.AlreadyRegisteredError
-	if errors.As(err, &are) {
-		if existing, ok := are.ExistingCollector.(C); ok {
-			return existing, nil
-		}
-	}
-	var zero C
-	return zero, fmt.Errorf("notify: register metric: %w", err)
 }

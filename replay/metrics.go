@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/lifelinemail/lifeline/internal/promreg"
 )
 
 // Results of lifeline_replay_recipients_total.
@@ -26,23 +28,23 @@ func newMetrics(reg prometheus.Registerer, panics prometheus.Counter, r *Replaye
 	m := &metrics{}
 	var errs []error
 	var err error
-	m.recipients, err = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+	m.recipients, err = promreg.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "lifeline_replay_recipients_total",
 		Help: "Recipient outcomes of replay transactions, by server and result (delivered, retrying, failed).",
 	}, []string{"server", "result"}))
 	errs = append(errs, err)
-	m.seconds, err = register(reg, prometheus.NewHistogram(prometheus.HistogramOpts{
+	m.seconds, err = promreg.Register(reg, prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "lifeline_replay_seconds",
 		Help:    "Duration of one replay transaction (one message to one server), reading from the journal included.",
 		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
 	}))
 	errs = append(errs, err)
-	m.dsn, err = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+	m.dsn, err = promreg.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "lifeline_replay_dsn_total",
 		Help: "Delivery status notifications for permanent failures, by result (sent, error).",
 	}, []string{"result"}))
 	errs = append(errs, err)
-	m.journalErr, err = register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+	m.journalErr, err = promreg.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "lifeline_replay_journal_errors_total",
 		Help: "Journal reads or outcome writes of replay that failed (the outcome is retried in memory).",
 	}))
@@ -51,7 +53,7 @@ func newMetrics(reg prometheus.Registerer, panics prometheus.Counter, r *Replaye
 		m.panics = panics
 	} else {
 		var vec *prometheus.CounterVec
-		vec, err = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		vec, err = promreg.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "lifeline_panics_total",
 			Help: "Panics recovered, by component. Any increase is a bug.",
 		}, []string{"component"}))
@@ -105,21 +107,4 @@ func (c backlogCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(oldestDesc, prometheus.GaugeValue, age, p.Server)
 	}
-}
-
-// register registers c on reg, or returns the identical collector already
-// registered there.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	err := reg.Register(c)
-	if err == nil {
-		return c, nil
-	}
-	var are prometheus.AlreadyRegisteredError
-	if errors.As(err, &are) {
-		if existing, ok := are.ExistingCollector.(C); ok {
-			return existing, nil
-		}
-	}
-	var zero C
-	return zero, err
 }

@@ -2,9 +2,10 @@ package pop3
 
 import (
 	"errors"
-	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/lifelinemail/lifeline/internal/promreg"
 )
 
 // Values of the result label of lifeline_logins_total{protocol="pop3"}.
@@ -36,22 +37,22 @@ func newMetrics(reg prometheus.Registerer, panics prometheus.Counter) (*metrics,
 	m := &metrics{}
 	var errs []error
 	var err error
-	m.sessions, err = register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
+	m.sessions, err = promreg.Register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "lifeline_pop3_sessions",
 		Help: "POP3 connections open now.",
 	}))
 	errs = append(errs, err)
-	m.logins, err = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+	m.logins, err = promreg.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "lifeline_logins_total",
 		Help: "Login attempts to the continuity mailbox, by protocol and result.",
 	}, []string{"protocol", "result"}))
 	errs = append(errs, err)
-	m.commands, err = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+	m.commands, err = promreg.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "lifeline_pop3_commands_total",
 		Help: "POP3 commands received, by command.",
 	}, []string{"command"}))
 	errs = append(errs, err)
-	m.bytesSent, err = register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+	m.bytesSent, err = promreg.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "lifeline_pop3_bytes_sent_total",
 		Help: "Bytes sent to POP3 clients (responses and messages, before TLS).",
 	}))
@@ -60,7 +61,7 @@ func newMetrics(reg prometheus.Registerer, panics prometheus.Counter) (*metrics,
 		m.panics = panics
 	} else {
 		var vec *prometheus.CounterVec
-		vec, err = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		vec, err = promreg.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "lifeline_panics_total",
 			Help: "Panics recovered, by component. Any increase is a bug.",
 		}, []string{"component"}))
@@ -79,21 +80,4 @@ func newMetrics(reg prometheus.Registerer, panics prometheus.Counter) (*metrics,
 		m.commands.WithLabelValues(c)
 	}
 	return m, nil
-}
-
-// register registers c on reg, or returns the identical collector already
-// registered there (a second Server, or IMAP's lifeline_logins_total).
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	err := reg.Register(c)
-	if err == nil {
-		return c, nil
-	}
-	var are prometheus.AlreadyRegisteredError
-	if errors.As(err, &are) {
-		if existing, ok := are.ExistingCollector.(C); ok {
-			return existing, nil
-		}
-	}
-	var zero C
-	return zero, fmt.Errorf("pop3: register metric: %w", err)
 }

@@ -1,0 +1,31 @@
+// Package promreg registers Prometheus collectors that several components of
+// one process share. `lifeline serve` runs two IMAP or POP3 servers, or both
+// (lifeline_logins_total has a protocol label), and the tests start several
+// servers on one registry: the second registration of an identical collector
+// must return the first instead of failing.
+package promreg
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Register registers c on reg, or returns the identical collector already
+// registered there (same name, help and labels). A different collector under
+// the same name is an error.
+func Register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
+	err := reg.Register(c)
+	if err == nil {
+		return c, nil
+	}
+	var are prometheus.AlreadyRegisteredError
+	if errors.As(err, &are) {
+		if existing, ok := are.ExistingCollector.(C); ok {
+			return existing, nil
+		}
+	}
+	var zero C
+	return zero, fmt.Errorf("register metric: %w", err)
+}
