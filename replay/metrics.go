@@ -49,19 +49,8 @@ func newMetrics(reg prometheus.Registerer, panics prometheus.Counter, r *Replaye
 		Help: "Journal reads or outcome writes of replay that failed (the outcome is retried in memory).",
 	}))
 	errs = append(errs, err)
-	if panics != nil {
-		m.panics = panics
-	} else {
-		var vec *prometheus.CounterVec
-		vec, err = promreg.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "lifeline_panics_total",
-			Help: "Panics recovered, by component. Any increase is a bug.",
-		}, []string{"component"}))
-		errs = append(errs, err)
-		if vec != nil {
-			m.panics = vec.WithLabelValues("replay")
-		}
-	}
+	m.panics, err = promreg.Panics(reg, panics, "replay")
+	errs = append(errs, err)
 	// The backlog gauges are computed at scrape time from the last walk, so
 	// that the oldest entry's age keeps growing between walks.
 	errs = append(errs, reg.Register(backlogCollector{r}))

@@ -29,3 +29,21 @@ func Register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error)
 	var zero C
 	return zero, fmt.Errorf("register metric: %w", err)
 }
+
+// Panics returns the panic counter of one component: panics itself when the
+// caller passes one (the daemon shares a lifeline_panics_total across its
+// components), else component's child of a lifeline_panics_total registered
+// on reg.
+func Panics(reg prometheus.Registerer, panics prometheus.Counter, component string) (prometheus.Counter, error) {
+	if panics != nil {
+		return panics, nil
+	}
+	vec, err := Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "lifeline_panics_total",
+		Help: "Panics recovered, by component. Any increase is a bug.",
+	}, []string{"component"}))
+	if err != nil {
+		return nil, err
+	}
+	return vec.WithLabelValues(component), nil
+}

@@ -57,19 +57,8 @@ func newMetrics(reg prometheus.Registerer, panics prometheus.Counter) (*metrics,
 		Help: "Bytes sent to POP3 clients (responses and messages, before TLS).",
 	}))
 	errs = append(errs, err)
-	if panics != nil {
-		m.panics = panics
-	} else {
-		var vec *prometheus.CounterVec
-		vec, err = promreg.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "lifeline_panics_total",
-			Help: "Panics recovered, by component. Any increase is a bug.",
-		}, []string{"component"}))
-		errs = append(errs, err)
-		if vec != nil {
-			m.panics = vec.WithLabelValues("pop3")
-		}
-	}
+	m.panics, err = promreg.Panics(reg, panics, "pop3")
+	errs = append(errs, err)
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
