@@ -15,6 +15,8 @@ import (
 
 	goimap "github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
+
+	"github.com/lifelinemail/lifeline/sidecar"
 )
 
 // ErrServerClosed is returned by Serve and ServeTLS after Shutdown.
@@ -189,7 +191,7 @@ func (s *Server) startEnginesLocked() {
 // dispatch hands a new connection to the engine that fits it; false when the
 // server is closing.
 func (s *Server) dispatch(c net.Conn, implicitTLS bool) bool {
-	loopback, ip := addrInfo(c.RemoteAddr())
+	loopback, ip := sidecar.Peer(c.RemoteAddr())
 	id := s.nextID.Add(1)
 	wc := newWConn(s, c, id, loopback, ip)
 	s.mu.Lock()
@@ -243,18 +245,6 @@ func (s *Server) handshake(tc *tls.Conn) error {
 		return err
 	}
 	return tc.SetDeadline(time.Time{})
-}
-
-func addrInfo(a net.Addr) (loopback bool, ip string) {
-	switch a := a.(type) {
-	case *net.TCPAddr:
-		return a.IP.IsLoopback(), a.IP.String()
-	case *net.UnixAddr:
-		return true, "unix"
-	case nil:
-		return false, ""
-	}
-	return false, a.String()
 }
 
 // forget removes a closed connection.

@@ -12,6 +12,8 @@ import (
 
 	goimap "github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
+
+	"github.com/lifelinemail/lifeline/sidecar"
 )
 
 // maxLoginFailures is how many failed logins a connection may make before the
@@ -141,8 +143,6 @@ func (ss *session) Close() error {
 	return nil
 }
 
-type temporary interface{ Temporary() bool }
-
 // Login implements LOGIN (RFC 3501 §6.2.3) and, through the library's SASL
 // PLAIN server, AUTHENTICATE PLAIN (RFC 4616). The library refuses both
 // without TLS on a connection that is not from loopback, and advertises
@@ -152,8 +152,7 @@ func (ss *session) Login(username, password string) error {
 		m := ss.srv.metrics.logins
 		mailbox, err := ss.srv.opts.Auth.Login(ctx, ss.conn.clientIP, username, password)
 		if err != nil {
-			var t temporary
-			if errors.As(err, &t) && t.Temporary() {
+			if sidecar.TemporaryError(err) {
 				m.WithLabelValues("imap", loginError).Inc()
 				ss.log.Warn("imap: login error", "user", username, "err", err)
 				return no(goimap.ResponseCodeUnavailable, "cannot log in now, try again later")

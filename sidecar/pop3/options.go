@@ -1,16 +1,15 @@
 package pop3
 
 import (
-	"context"
 	"crypto/tls"
 	"errors"
 	"log/slog"
-	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/lifelinemail/lifeline/journal"
+	"github.com/lifelinemail/lifeline/sidecar"
 	"github.com/lifelinemail/lifeline/sidecar/userview"
 )
 
@@ -22,16 +21,12 @@ import (
 // the cause. An error with a method Temporary() bool that returns true (a
 // passwd-file that cannot be read, a rate limit) is answered "-ERR [SYS/TEMP]"
 // instead (RFC 3206 §4).
-type Authenticator interface {
-	Login(ctx context.Context, clientIP, user, password string) (mailbox string, err error)
-}
+type Authenticator = sidecar.Authenticator
 
 // ServingChecker decides whether Lifeline serves a mailbox now (DESIGN.md,
 // `serve = "outage"`): during an outage of the user's mailbox server only. When
 // it does not, text tells the user why ("your mailbox server is up, use it").
-type ServingChecker interface {
-	Serves(mailbox string) (ok bool, text string)
-}
+type ServingChecker = sidecar.ServingChecker
 
 // Defaults used by New for zero Options fields.
 const (
@@ -116,23 +111,13 @@ func (o Options) withDefaults() (Options, error) {
 	if o.Registerer == nil {
 		o.Registerer = prometheus.NewRegistry()
 	}
-	if o.Hostname == "" {
-		o.Hostname, _ = os.Hostname()
-		if o.Hostname == "" {
-			o.Hostname = "localhost"
-		}
-	}
+	o.Hostname = sidecar.Hostname(o.Hostname)
 	if o.IdleTimeout == 0 {
 		o.IdleTimeout = DefaultIdleTimeout
 	}
 	if o.MaxLineLength == 0 {
 		o.MaxLineLength = DefaultMaxLineLength
 	}
-	if o.TLSConfig != nil {
-		o.TLSConfig = o.TLSConfig.Clone()
-		if o.TLSConfig.MinVersion < tls.VersionTLS12 {
-			o.TLSConfig.MinVersion = tls.VersionTLS12
-		}
-	}
+	o.TLSConfig = sidecar.ServerTLS(o.TLSConfig)
 	return o, nil
 }

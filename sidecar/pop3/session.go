@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/lifelinemail/lifeline/journal"
+	"github.com/lifelinemail/lifeline/sidecar"
 	"github.com/lifelinemail/lifeline/sidecar/userview"
 )
 
@@ -88,7 +89,7 @@ func (s *Server) handle(c net.Conn) {
 	sess.cw = &countWriter{conn: c, timeout: s.opts.IdleTimeout, sent: s.metrics.bytesSent}
 	sess.r = bufio.NewReaderSize(c, s.opts.MaxLineLength)
 	sess.w = bufio.NewWriterSize(sess.cw, 32<<10)
-	sess.loopback, sess.clientIP = addrInfo(c.RemoteAddr())
+	sess.loopback, sess.clientIP = sidecar.Peer(c.RemoteAddr())
 	_, sess.tls = c.(*tls.Conn)
 
 	s.metrics.sessions.Inc()
@@ -117,18 +118,6 @@ func (ss *session) release() {
 		ss.srv.unlock(ss.mailbox)
 		ss.mailbox = ""
 	}
-}
-
-func addrInfo(a net.Addr) (loopback bool, ip string) {
-	switch a := a.(type) {
-	case *net.TCPAddr:
-		return a.IP.IsLoopback(), a.IP.String()
-	case *net.UnixAddr:
-		return true, "unix"
-	case nil:
-		return false, ""
-	}
-	return false, a.String()
 }
 
 func (ss *session) run() {
@@ -423,15 +412,12 @@ func (ss *session) cmdAuth(arg string) error {
 	return nil
 }
 
-type temporary interface{ Temporary() bool }
-
 func (ss *session) login(user, pass string) {
 	m := ss.srv.metrics.logins
 	ctx := ss.srv.ctx
 	mailbox, err := ss.srv.opts.Auth.Login(ctx, ss.clientIP, user, pass)
 	if err != nil {
-		var t temporary
-		if errors.As(err, &t) && t.Temporary() {
+		if sidecar.TemporaryError(err) {
 			m.WithLabelValues("pop3", loginError).Inc()
 			ss.log.Warn("pop3: login error", "user", user, "err", err)
 			ss.fail("-ERR [SYS/TEMP] cannot log in now, try again later")
