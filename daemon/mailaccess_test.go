@@ -4,17 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -30,6 +24,7 @@ import (
 	"github.com/lifelinemail/lifeline/auth"
 	"github.com/lifelinemail/lifeline/config"
 	"github.com/lifelinemail/lifeline/e2e"
+	"github.com/lifelinemail/lifeline/internal/testcert"
 	"github.com/lifelinemail/lifeline/sidecar/serving"
 )
 
@@ -37,42 +32,14 @@ import (
 // its key (by rename, as certbot does) and returns the certificate's DER.
 func writeCert(t *testing.T, certFile, keyFile string) []byte {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	c, err := testcert.New(time.Now().Add(90*24*time.Hour), "localhost")
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(time.Now().UnixNano()),
-		Subject:               pkix.Name{CommonName: "localhost"},
-		DNSNames:              []string{"localhost"},
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(90 * 24 * time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true, // its own CA, so that clients can trust it with --cacert
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
+	if err := c.Write(certFile, keyFile); err != nil {
 		t.Fatal(err)
 	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range []struct {
-		path, typ string
-		b         []byte
-	}{{certFile, "CERTIFICATE", der}, {keyFile, "PRIVATE KEY", kder}} {
-		if err := os.WriteFile(f.path+".tmp", pem.EncodeToMemory(&pem.Block{Type: f.typ, Bytes: f.b}), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(f.path+".tmp", f.path); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return der
+	return c.DER
 }
 
 // writeUsers writes a passwd-file by rename, hashing each user's password.

@@ -33,7 +33,7 @@ func TestImaplib(t *testing.T) {
 	ts := startServer(t, f, "stls", nil, nil)
 	dir := t.TempDir()
 	ca := filepath.Join(dir, "ca.pem")
-	if err := os.WriteFile(ca, testCertPEM, 0o600); err != nil {
+	if err := os.WriteFile(ca, testCert.CertPEM, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	host, port, _ := strings.Cut(ts.addr, ":")
@@ -116,7 +116,7 @@ func TestCurl(t *testing.T) {
 	plain := startServer(t, f, "stls", nil, nil)
 	dir := t.TempDir()
 	ca := filepath.Join(dir, "ca.pem")
-	if err := os.WriteFile(ca, testCertPEM, 0o600); err != nil {
+	if err := os.WriteFile(ca, testCert.CertPEM, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	port := func(addr string) string { _, p, _ := strings.Cut(addr, ":"); return p }

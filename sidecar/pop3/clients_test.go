@@ -20,7 +20,7 @@ func TestPoplib(t *testing.T) {
 	ts := startServer(t, f, "stls", nil, nil)
 	dir := t.TempDir()
 	certFile := filepath.Join(dir, "ca.pem")
-	if err := os.WriteFile(certFile, testCertPEM, 0o600); err != nil {
+	if err := os.WriteFile(certFile, testCert.CertPEM, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	host, port, _ := strings.Cut(ts.addr, ":")
@@ -88,7 +88,7 @@ func TestCurl(t *testing.T) {
 	implicit := startServer(t, f, "implicit", nil, nil)
 	dir := t.TempDir()
 	ca := filepath.Join(dir, "ca.pem")
-	if err := os.WriteFile(ca, testCertPEM, 0o600); err != nil {
+	if err := os.WriteFile(ca, testCert.CertPEM, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	fetch := func(url string, extra ...string) []byte {

@@ -4,25 +4,20 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/lifelinemail/lifeline/internal/testcert"
 	"github.com/lifelinemail/lifeline/journal"
 	"github.com/lifelinemail/lifeline/journal/badgerjournal"
 	"github.com/lifelinemail/lifeline/sidecar/userview"
@@ -146,38 +141,28 @@ func startServer(t testing.TB, f *fixture, tlsMode string, mod func(*Options), w
 }
 
 var (
-	testCert    tls.Certificate
-	testCertPEM []byte
+	certMu   sync.Mutex
+	testCert *testcert.Cert // made once per test binary
 )
 
 func testTLSConfig(t testing.TB) *tls.Config {
 	t.Helper()
-	if testCertPEM == nil {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	certMu.Lock()
+	defer certMu.Unlock()
+	if testCert == nil {
+		c, err := testcert.New(time.Now().Add(time.Hour), "localhost")
 		if err != nil {
 			t.Fatal(err)
 		}
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "localhost"},
-			DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
-			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-			KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, IsCA: true, BasicConstraintsValid: true,
-			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		testCert = tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-		testCertPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+		testCert = c
 	}
-	return &tls.Config{Certificates: []tls.Certificate{testCert}}
+	return testCert.ServerConfig()
 }
 
 func clientTLSConfig() *tls.Config {
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(testCertPEM)
-	return &tls.Config{RootCAs: pool, ServerName: "localhost"}
+	certMu.Lock()
+	defer certMu.Unlock()
+	return testCert.ClientConfig("localhost")
 }
 
 // remoteListener makes every connection look as if it came from 192.0.2.1.
