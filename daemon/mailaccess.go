@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/lifelinemail/lifeline/addrmap"
+	"github.com/lifelinemail/lifeline/admin"
 	"github.com/lifelinemail/lifeline/auth"
 	"github.com/lifelinemail/lifeline/config"
 	"github.com/lifelinemail/lifeline/health"
@@ -69,18 +70,19 @@ type mailAccess struct {
 
 // mailEndpoint is one server and its listeners.
 type mailEndpoint struct {
-	name            string // "imap" or "pop3"
+	name            string // "imap", "pop3" or "webmail"
 	srv             mailServer
 	plain, implicit net.Listener // nil when off
 }
 
 // newMailAccess builds the enabled servers and binds their listeners. It
-// shares one login limiter between IMAP and POP3, so that a guesser gains
-// nothing by switching protocols.
+// shares one login limiter between IMAP, POP3 and webmail, so that a guesser
+// gains nothing by switching protocols. control (the admin API's) drives the
+// webmail's outage banner and admin page.
 func newMailAccess(cfg *config.Config, j journal.Journal, views *userview.Store, resolver *addrmap.Map,
-	monitor *health.Monitor, log *slog.Logger, reg prometheus.Registerer, m *metrics) (_ *mailAccess, err error) {
+	monitor *health.Monitor, log *slog.Logger, reg prometheus.Registerer, m *metrics, control admin.Control) (_ *mailAccess, err error) {
 	a := &mailAccess{log: log}
-	if !cfg.IMAP.On() && !cfg.POP3.On() {
+	if !cfg.IMAP.On() && !cfg.POP3.On() && !cfg.Webmail.On() {
 		return a, nil
 	}
 	defer func() {
@@ -131,6 +133,24 @@ func newMailAccess(cfg *config.Config, j journal.Journal, views *userview.Store,
 			return nil, err
 		}
 		if e.implicit, err = listenTCP(s.name+".listen_tls", s.l.ListenTLS); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Webmail.On() {
+		srv, err := newWebmail(cfg.Webmail, webmailOptions{
+			Store: views, Journal: j, Auth: authn, Serving: checker, TLSConfig: tlsConfig, Resolver: resolver,
+			Control: control, Logger: log.With("component", "webmail"), Registerer: reg,
+			Panics: m.panics.WithLabelValues("webmail"),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("webmail: %w", err)
+		}
+		e := &mailEndpoint{name: "webmail", srv: srv}
+		a.endpoints = append(a.endpoints, e)
+		if e.plain, err = listenTCP("webmail.listen", cfg.Webmail.PlainAddr()); err != nil {
+			return nil, err
+		}
+		if e.implicit, err = listenTCP("webmail.listen_tls", cfg.Webmail.ListenTLS); err != nil {
 			return nil, err
 		}
 	}

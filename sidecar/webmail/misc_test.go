@@ -1,0 +1,141 @@
+package webmail
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/lifelinemail/lifeline/journal"
+)
+
+// panicJournal panics on Open: a bug in a handler must cost one 500, be
+// counted, and leave the server serving.
+type panicJournal struct{ journal.Journal }
+
+func (panicJournal) Open(context.Context, journal.ID) (io.ReadCloser, error) { panic("injected") }
+
+func TestPanicRecovered(t *testing.T) {
+	f, plain, _, _ := stdFixture(t)
+	e := start(t, f, false, func(o *Options) { o.Journal = panicJournal{f.j} })
+	c := e.client(t)
+	c.login("alice@example.com", "alice-pw")
+	r := c.get("/mail/inbox/" + f.ref(t, "alice@example.com", plain) + "/raw")
+	if r.StatusCode != http.StatusInternalServerError {
+		t.Errorf("panicking handler: %d", r.StatusCode)
+	}
+	if n := counterValue(t, e.panics); n != 1 {
+		t.Errorf("panics counted: %v", n)
+	}
+	if r := c.get("/mail/inbox"); r.StatusCode != 200 {
+		t.Errorf("after a panic: %d", r.StatusCode)
+	}
+	if v := metricValue(t, e.reg, "lifeline_webmail_requests_total", map[string]string{"page": "raw", "code": "500"}); v != 1 {
+		t.Errorf("requests_total{raw,500} = %v", v)
+	}
+	e.panics.Add(0)
+	*e.expectedPanics = 1
+}
+
+// TestCatalog: every key a template uses exists in English and German.
+func TestCatalog(t *testing.T) {
+	keyRE := regexp.MustCompile(`\bt \$?\.?[A-Za-z]* ?"([a-z.]+)"`)
+	var used []string
+	ents, err := os.ReadDir("templates")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		b, err := os.ReadFile("templates/" + e.Name())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range keyRE.FindAllStringSubmatch(string(b), -1) {
+			used = append(used, m[1])
+		}
+	}
+	if len(used) < 30 {
+		t.Fatalf("found only %d keys: the pattern is broken", len(used))
+	}
+	for _, k := range used {
+		for _, lang := range []string{"en", "de"} {
+			if _, ok := catalog[lang][k]; !ok {
+				t.Errorf("%s: no %q", lang, k)
+			}
+		}
+	}
+	for k := range catalog["en"] {
+		if _, ok := catalog["de"][k]; !ok {
+			t.Errorf("de lacks %q", k)
+		}
+	}
+}
+
+func TestSecurityHeadersEverywhere(t *testing.T) {
+	f, _, _, _ := stdFixture(t)
+	e := start(t, f, false, nil)
+	c := e.client(t)
+	for _, p := range []string{"/login", "/nope", "/static/style.css", "/mail/inbox"} {
+		r := c.get(p)
+		if got := r.Header.Get("Content-Security-Policy"); got != pageCSP {
+			t.Errorf("%s: CSP %q", p, got)
+		}
+		if r.Header.Get("X-Content-Type-Options") != "nosniff" || r.Header.Get("Referrer-Policy") != "no-referrer" {
+			t.Errorf("%s: headers %v", p, r.Header)
+		}
+	}
+	if r := c.get("/static/style.css"); !strings.HasPrefix(r.Header.Get("Content-Type"), "text/css") {
+		t.Errorf("css content type %q", r.Header.Get("Content-Type"))
+	}
+}
+
+func TestContentDisposition(t *testing.T) {
+	for _, tc := range []struct{ name, want string }{
+		{"a.txt", `attachment; filename="a.txt"`},
+		{"Grüße.pdf", `attachment; filename="Gr__e.pdf"; filename*=UTF-8''Gr%C3%BC%C3%9Fe.pdf`},
+		{"../../etc/passwd", `attachment; filename=".._.._etc_passwd"`},
+		{"a\"b\r\nSet-Cookie: x", `attachment; filename="a_b__Set-Cookie: x"; filename*=UTF-8''a%22b__Set-Cookie:%20x`},
+	} {
+		if got := contentDisposition("attachment", tc.name); got != tc.want {
+			t.Errorf("%q: %s, want %s", tc.name, got, tc.want)
+		}
+	}
+}
+
+func FuzzParseRef(f *testing.F) {
+	for _, s := range []string{"1-00112233445566778899aabbccddeeff", "0-00", "4294967296-00112233445566778899aabbccddeeff", "-", "", "1-zz"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		r, ok := parseRef(s)
+		if !ok {
+			return
+		}
+		if r.UID == 0 {
+			t.Fatalf("%q: UID 0 accepted", s)
+		}
+		back, ok := parseRef(r.String())
+		if !ok || back != r {
+			t.Fatalf("%q: round trip %v -> %q -> %v", s, r, r.String(), back)
+		}
+	})
+}
+
+func FuzzQuery(f *testing.F) {
+	for _, s := range []string{"q=x&since=2024-01-02&before=2024-02-30", "page=-1&from=%ff", "since=99999-01-01"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		req, err := http.NewRequest("GET", "/mail/inbox?"+raw, nil)
+		if err != nil {
+			return
+		}
+		q := parseQuery(req)
+		if !q.Before.IsZero() && q.BeforeStr == "" || !q.Since.IsZero() && q.SinceStr == "" {
+			t.Fatalf("%q: dates without their strings: %+v", raw, q)
+		}
+	})
+}
