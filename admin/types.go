@@ -5,7 +5,8 @@
 //
 // Every /v1/ request needs "Authorization: Bearer TOKEN" (RFC 6750 §2.1).
 //
-//	GET    /v1/status                 servers, outage state, custody backlog, replay progress
+//	GET    /v1/status                 servers, outage state, custody backlog, replay progress,
+//	                                  journal size and retention horizon
 //	POST   /v1/outage/start           {"server","reason"}
 //	POST   /v1/outage/end             {"server"}
 //	GET    /v1/windows                maintenance windows
@@ -23,6 +24,31 @@ type Status struct {
 	Time    time.Time      `json:"time"`
 	Servers []ServerStatus `json:"servers"`
 	Windows []Window       `json:"windows"`
+	// Journal is nil until the daemon has read the journal's statistics once
+	// (right after start).
+	Journal *JournalStatus `json:"journal,omitempty"`
+}
+
+// JournalStatus is the journal's size and retention horizon, as of Updated
+// (the daemon refreshes them every 15 s: reading them walks the journal's
+// directory).
+type JournalStatus struct {
+	Updated     time.Time `json:"updated"`
+	Messages    int64     `json:"messages"`
+	Mailboxes   int64     `json:"mailboxes"`
+	BytesOnDisk int64     `json:"bytes_on_disk"`
+	BytesRaw    int64     `json:"bytes_raw"` // sum of the messages' raw sizes
+	// DiskFree and DiskSize are the journal's filesystem (df's Avail and
+	// Size); 0 when unknown.
+	DiskFree int64 `json:"disk_free"`
+	DiskSize int64 `json:"disk_size"`
+	// Oldest is the arrival of the oldest message kept; zero when empty.
+	Oldest time.Time `json:"oldest,omitzero"`
+	// Retention is the configured retention in seconds, and Horizon is now
+	// minus it: the next sweep removes what arrived before Horizon, except
+	// mail still in custody.
+	Retention float64   `json:"retention_seconds"`
+	Horizon   time.Time `json:"horizon"`
 }
 
 // ServerStatus is one mailbox server.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/lifelinemail/lifeline/journal"
@@ -83,12 +84,33 @@ func sweepOnce(ctx context.Context, j journal.Journal, views *userview.Store, re
 	}
 }
 
-// runStats refreshes the journal gauges every interval.
-func runStats(ctx context.Context, j journal.Journal, interval time.Duration, log *slog.Logger, m *metrics) {
-	every(ctx, interval, func() { refreshStats(ctx, j, log, m) })
+// journalSnapshot is the journal's statistics as of the last refresh, for
+// `lifeline status`: Stats walks the journal directory, too slow to run on
+// every status request (scripts poll it).
+type journalSnapshot struct {
+	journal.Stats
+	DiskFree, DiskSize int64 // 0 when unknown
+	At                 time.Time
 }
 
-func refreshStats(ctx context.Context, j journal.Journal, log *slog.Logger, m *metrics) {
+// journalStats holds the last snapshot; its zero value holds none.
+type journalStats struct {
+	last atomic.Pointer[journalSnapshot]
+}
+
+func (s *journalStats) get() (journalSnapshot, bool) {
+	if p := s.last.Load(); p != nil {
+		return *p, true
+	}
+	return journalSnapshot{}, false
+}
+
+// runStats refreshes the journal gauges and the snapshot every interval.
+func runStats(ctx context.Context, j journal.Journal, dir string, interval time.Duration, log *slog.Logger, m *metrics, snap *journalStats) {
+	every(ctx, interval, func() { refreshStats(ctx, j, dir, log, m, snap) })
+}
+
+func refreshStats(ctx context.Context, j journal.Journal, dir string, log *slog.Logger, m *metrics, snap *journalStats) {
 	st, err := j.Stats(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -105,6 +127,18 @@ func refreshStats(ctx context.Context, j journal.Journal, log *slog.Logger, m *m
 		oldest = float64(st.Oldest.Unix())
 	}
 	m.journalOldest.Set(oldest)
+	s := &journalSnapshot{Stats: st, At: time.Now()}
+	if free, size, err := diskSpace(dir); err != nil {
+		m.statsErrors.Inc()
+		log.Warn("reading the journal's free disk space", "err", err)
+	} else {
+		s.DiskFree, s.DiskSize = free, size
+		m.diskFree.Set(float64(free))
+		m.diskSize.Set(float64(size))
+	}
+	if snap != nil {
+		snap.last.Store(s)
+	}
 }
 
 // pruneViews removes the flags and hidden marks users kept for messages the

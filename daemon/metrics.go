@@ -8,6 +8,8 @@ type metrics struct {
 	journalRaw    prometheus.Gauge
 	journalMsgs   prometheus.Gauge
 	journalOldest prometheus.Gauge
+	diskFree      prometheus.Gauge
+	diskSize      prometheus.Gauge
 	sweepRemoved  prometheus.Counter
 	sweepErrors   prometheus.Counter
 	sweepDuration prometheus.Histogram
@@ -31,6 +33,12 @@ func newMetrics(reg prometheus.Registerer, version string) *metrics {
 		journalOldest: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "lifeline_journal_oldest_timestamp_seconds", Help: "Arrival time of the oldest journaled message (0 when empty).",
 		}),
+		diskFree: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "lifeline_journal_disk_free_bytes", Help: "Bytes available to Lifeline on the journal's filesystem (df's Avail); appends are refused below journal.min_free.",
+		}),
+		diskSize: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "lifeline_journal_disk_size_bytes", Help: "Size of the journal's filesystem (df's Size).",
+		}),
 		sweepRemoved: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "lifeline_retention_removed_total", Help: "Messages removed by the retention sweep.",
 		}),
@@ -50,7 +58,7 @@ func newMetrics(reg prometheus.Registerer, version string) *metrics {
 		ConstLabels: prometheus.Labels{"version": version},
 	})
 	build.Set(1)
-	reg.MustRegister(m.panics, m.journalBytes, m.journalRaw, m.journalMsgs, m.journalOldest,
+	reg.MustRegister(m.panics, m.journalBytes, m.journalRaw, m.journalMsgs, m.journalOldest, m.diskFree, m.diskSize,
 		m.sweepRemoved, m.sweepErrors, m.sweepDuration, m.statsErrors, build)
 	// Export the series at 0 so that a rule on increase() sees the first panic.
 	m.panics.WithLabelValues("milter")

@@ -29,6 +29,8 @@ type outage struct {
 	monitor *health.Monitor
 	replay  *replay.Replayer
 	notify  *notify.Notifier
+	// stats is the journal snapshot runStats keeps, for Status.
+	stats journalStats
 }
 
 func newOutage(cfg *config.Config, j journal.Journal, log *slog.Logger, reg prometheus.Registerer, m *metrics) (_ *outage, err error) {
@@ -50,21 +52,12 @@ func newOutage(cfg *config.Config, j journal.Journal, log *slog.Logger, reg prom
 		}
 	}()
 
-	servers := make([]health.Server, len(cfg.Servers))
+	servers, err := healthServers(cfg)
+	if err != nil {
+		return nil, err
+	}
 	rservers := make([]replay.Server, 0, len(cfg.Servers))
 	for i, s := range cfg.Servers {
-		hs := health.Server{Name: s.Name, Interval: s.Interval.D(), FailAfter: s.FailAfter, RecoverAfter: s.RecoverAfter}
-		for k, p := range s.Probes {
-			probe, err := health.NewProbe(health.ProbeConfig{
-				Type: p.Type, Address: p.Address, URL: p.URL, ExpectStatus: p.ExpectStatus,
-				Canary: p.Canary, User: p.User, Password: p.Password, Timeout: p.Timeout.D(),
-			})
-			if err != nil {
-				return nil, fmt.Errorf("server.%d.probe.%d: %w", i, k, err)
-			}
-			hs.Probes = append(hs.Probes, probe)
-		}
-		servers[i] = hs
 		if s.LMTP != "" {
 			network, addr, err := config.SplitListen(s.LMTP)
 			if err != nil {
@@ -116,6 +109,27 @@ func newOutage(cfg *config.Config, j journal.Journal, log *slog.Logger, reg prom
 		return nil, fmt.Errorf("replay: %w", err)
 	}
 	return o, nil
+}
+
+// healthServers builds the health monitor's servers and probes from the
+// config: at start, and again on SIGHUP (health.Monitor.Reconfigure).
+func healthServers(cfg *config.Config) ([]health.Server, error) {
+	servers := make([]health.Server, len(cfg.Servers))
+	for i, s := range cfg.Servers {
+		hs := health.Server{Name: s.Name, Interval: s.Interval.D(), FailAfter: s.FailAfter, RecoverAfter: s.RecoverAfter}
+		for k, p := range s.Probes {
+			probe, err := health.NewProbe(health.ProbeConfig{
+				Type: p.Type, Address: p.Address, URL: p.URL, ExpectStatus: p.ExpectStatus,
+				Canary: p.Canary, User: p.User, Password: p.Password, Timeout: p.Timeout.D(),
+			})
+			if err != nil {
+				return nil, fmt.Errorf("server.%d.probe.%d: %w", i, k, err)
+			}
+			hs.Probes = append(hs.Probes, probe)
+		}
+		servers[i] = hs
+	}
+	return servers, nil
 }
 
 // transition runs for each outage start and end, after it is durable.
@@ -170,6 +184,14 @@ func (o *outage) Status(ctx context.Context) (admin.Status, error) {
 	}
 	for _, w := range o.monitor.Windows() {
 		st.Windows = append(st.Windows, adminWindow(w))
+	}
+	if snap, ok := o.stats.get(); ok {
+		ret := o.cfg.Journal.Retention.D()
+		st.Journal = &admin.JournalStatus{
+			Updated: snap.At.UTC(), Messages: snap.Messages, Mailboxes: snap.Mailboxes,
+			BytesOnDisk: snap.BytesOnDisk, BytesRaw: snap.BytesRaw, DiskFree: snap.DiskFree, DiskSize: snap.DiskSize,
+			Oldest: snap.Oldest.UTC(), Retention: ret.Seconds(), Horizon: st.Time.Add(-ret),
+		}
 	}
 	return st, nil
 }

@@ -94,8 +94,14 @@ type ServerStatus struct {
 
 // server is the Monitor's state of one Server.
 type server struct {
+	// cfg.Name is fixed after New; the probe settings (Probes, Interval,
+	// FailAfter, RecoverAfter) are guarded by Monitor.mu, since
+	// Reconfigure changes them while Serve runs.
 	cfg    Server
 	outage atomic.Bool // = ctl.outage, read without the lock by InOutage
+	// reconfigured wakes the probe loop when Reconfigure changed the
+	// settings, so that a shorter interval applies now, not after the old one.
+	reconfigured chan struct{}
 
 	// Guarded by Monitor.mu.
 	ctl       control
@@ -189,7 +195,7 @@ func New(opts Options) (*Monitor, error) {
 			}
 		}
 		cfg.Probes = append([]Probe(nil), cfg.Probes...)
-		s := &server{cfg: cfg}
+		s := &server{cfg: cfg, reconfigured: make(chan struct{}, 1)}
 		m.servers[cfg.Name] = s
 		m.order = append(m.order, s)
 	}
@@ -522,9 +528,15 @@ func (m *Monitor) record(ctx context.Context, s *server, err error) {
 
 // probeRound runs every probe of s concurrently and records the result.
 func (m *Monitor) probeRound(ctx context.Context, s *server) {
-	errs := make([]error, len(s.cfg.Probes))
+	m.mu.Lock()
+	probes := s.cfg.Probes // Reconfigure replaces the slice, never changes it
+	m.mu.Unlock()
+	if len(probes) == 0 {
+		return
+	}
+	errs := make([]error, len(probes))
 	var wg sync.WaitGroup
-	for i, p := range s.cfg.Probes {
+	for i, p := range probes {
 		wg.Go(func() { errs[i] = m.runProbe(ctx, s.cfg.Name, p) })
 	}
 	wg.Wait()
@@ -573,9 +585,9 @@ func (m *Monitor) Serve(ctx context.Context) error {
 
 	var wg sync.WaitGroup
 	for _, s := range m.order {
-		if len(s.cfg.Probes) > 0 {
-			wg.Go(func() { m.probeLoop(ctx, s) })
-		}
+		// Every server gets a loop, even one without probes: Reconfigure
+		// may give it some.
+		wg.Go(func() { m.probeLoop(ctx, s) })
 	}
 	wg.Go(func() { m.windowLoop(ctx) })
 	wg.Go(func() { m.notifyLoop(ctx) })
@@ -609,10 +621,17 @@ func (m *Monitor) probeLoop(ctx context.Context, s *server) {
 		case <-ctx.Done():
 			return
 		case <-timer.C:
+		case <-s.reconfigured:
+			// New settings: a round with them now, then their interval.
+			// (Since Go 1.23 a stopped timer delivers nothing stale.)
+			timer.Stop()
 		}
 		start := time.Now()
 		safely(m, "probe round", func() struct{} { m.probeRound(ctx, s); return struct{}{} })
-		timer.Reset(max(s.cfg.Interval-time.Since(start), 0))
+		m.mu.Lock()
+		interval := s.cfg.Interval
+		m.mu.Unlock()
+		timer.Reset(max(interval-time.Since(start), 0))
 	}
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -36,28 +37,130 @@ func relTime(s string, now time.Time) (time.Time, error) {
 	return parseTime(s)
 }
 
+// Exit statuses of `lifeline status` (and, with --nagios, the plugin
+// statuses of the Nagios plugin guidelines: 0 OK, 1 WARNING, 2 CRITICAL,
+// 3 UNKNOWN). An error reaching Lifeline is 1 (3 with --nagios).
+const (
+	statusOK           = 0
+	statusOutage       = 2 // a mailbox server is in outage
+	statusReplayFailed = 3 // a replay run has permanently failed recipients
+
+	nagiosOK       = 0
+	nagiosWarning  = 1
+	nagiosCritical = 2
+	nagiosUnknown  = 3
+)
+
+// statusState sums up the status: an outage outranks replay failures (it
+// is what the operator must act on first).
+func statusState(st admin.Status) (code int, state string) {
+	code, state = statusOK, "ok"
+	for _, s := range st.Servers {
+		switch {
+		case s.Outage:
+			return statusOutage, "outage"
+		case s.Replay.Failed > 0:
+			code, state = statusReplayFailed, "replay_failed"
+		}
+	}
+	return code, state
+}
+
 func cmdStatus(args []string, stdout, stderr io.Writer) error {
 	fs, cfgPath := newFlags("status", stderr)
-	asJSON := fs.Bool("json", false, "print JSON")
+	asJSON := fs.Bool("json", false, "print JSON (with the same exit status as the table)")
+	nagios := fs.Bool("nagios", false, "print one line and exit as a Nagios plugin (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	c, err := adminClient(*cfgPath)
+	if *asJSON && *nagios {
+		return usageError{errors.New("status: --json and --nagios exclude each other")}
+	}
+	st, err := fetchStatus(*cfgPath)
 	if err != nil {
+		if *nagios {
+			fmt.Fprintf(stdout, "LIFELINE UNKNOWN - %s\n", oneLine(err.Error()))
+			return exitError(nagiosUnknown)
+		}
 		return err
+	}
+	code, state := statusState(st)
+	switch {
+	case *asJSON:
+		// The exit status is the table's (issue 7: scripts test it); the
+		// document is printed in full either way, with the state in it.
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(struct {
+			admin.Status
+			State    string `json:"state"`
+			ExitCode int    `json:"exit_code"` // the exit status of this command
+		}{st, state, code}); err != nil {
+			return err
+		}
+		if code != statusOK {
+			return exitError(code)
+		}
+		return nil
+	case *nagios:
+		return exitError(printNagios(stdout, st))
+	}
+	if err := printStatus(stdout, st); err != nil {
+		return err
+	}
+	if code != statusOK {
+		return exitError(code)
+	}
+	return nil
+}
+
+func fetchStatus(cfgPath string) (admin.Status, error) {
+	c, err := adminClient(cfgPath)
+	if err != nil {
+		return admin.Status{}, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	st, err := c.Status(ctx)
-	if err != nil {
-		return err
+	return c.Status(ctx)
+}
+
+// printNagios prints one plugin line, "LIFELINE CRITICAL - … | perfdata",
+// and returns the plugin status: CRITICAL for an outage, WARNING for
+// permanently failed replay recipients, else OK.
+func printNagios(w io.Writer, st admin.Status) int {
+	code, label := nagiosOK, "OK"
+	var outages, failed, parts []string
+	backlog := 0
+	for _, s := range st.Servers {
+		backlog += s.Backlog
+		if s.Outage {
+			outages = append(outages, fmt.Sprintf("%s in outage since %s (%s)", s.Name, s.Since.UTC().Format(time.RFC3339), s.Cause))
+		}
+		if s.Replay.Failed > 0 {
+			failed = append(failed, fmt.Sprintf("%s: %d replay recipients failed", s.Name, s.Replay.Failed))
+		}
 	}
-	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(st)
+	switch {
+	case len(outages) > 0:
+		code, label = nagiosCritical, "CRITICAL"
+	case len(failed) > 0:
+		code, label = nagiosWarning, "WARNING"
 	}
-	return printStatus(stdout, st)
+	parts = append(append(parts, outages...), failed...)
+	if len(parts) == 0 {
+		parts = append(parts, fmt.Sprintf("%d mailbox servers up", len(st.Servers)))
+	}
+	perf := fmt.Sprintf("backlog=%d;;;0", backlog)
+	if j := st.Journal; j != nil {
+		perf += fmt.Sprintf(" journal_bytes=%dB;;;0 journal_messages=%d;;;0", j.BytesOnDisk, j.Messages)
+	}
+	fmt.Fprintf(w, "LIFELINE %s - %s, custody backlog %d | %s\n", label, oneLine(strings.Join(parts, "; ")), backlog, perf)
+	return code
+}
+
+// oneLine keeps a message on one line (a plugin's output is its first line).
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
 }
 
 func printStatus(w io.Writer, st admin.Status) error {
@@ -79,9 +182,12 @@ func printStatus(w io.Writer, st admin.Status) error {
 		if s.Reason != "" {
 			cause += " (" + trim(s.Reason, 30) + ")"
 		}
+		if cause == "" {
+			cause = "-"
+		}
 		oldest := "-"
 		if !s.Oldest.IsZero() {
-			oldest = st.Time.Sub(s.Oldest).Round(time.Second).String() + " ago"
+			oldest = age(st.Time.Sub(s.Oldest)) + " ago"
 		}
 		replay := "idle"
 		if s.Replay.Running || s.Replay.Delivered+s.Replay.Failed+s.Replay.Retrying > 0 {
@@ -95,6 +201,18 @@ func printStatus(w io.Writer, st admin.Status) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	if j := st.Journal; j != nil {
+		fmt.Fprintf(w, "\njournal: %d messages, %d mailboxes, %s on disk (%s raw)", j.Messages, j.Mailboxes, bytesIEC(j.BytesOnDisk), bytesIEC(j.BytesRaw))
+		if j.DiskSize > 0 {
+			fmt.Fprintf(w, ", %s of %s free on its filesystem", bytesIEC(j.DiskFree), bytesIEC(j.DiskSize))
+		}
+		fmt.Fprintf(w, "\nretention: %s; horizon %s", retention(j.Retention), j.Horizon.Local().Format("2006-01-02 15:04"))
+		if j.Oldest.IsZero() {
+			fmt.Fprint(w, "; the journal is empty\n")
+		} else {
+			fmt.Fprintf(w, "; oldest message kept %s (%s ago)\n", j.Oldest.Local().Format("2006-01-02 15:04"), age(st.Time.Sub(j.Oldest)))
+		}
+	}
 	if len(st.Windows) > 0 {
 		fmt.Fprintln(w, "\nmaintenance windows:")
 		for _, win := range st.Windows {
@@ -102,6 +220,42 @@ func printStatus(w io.Writer, st admin.Status) error {
 		}
 	}
 	return nil
+}
+
+// age prints a duration for a reader: to the second below an hour, to the
+// minute below two days, else in days and hours ("89d23h").
+func age(d time.Duration) string {
+	switch {
+	case d < time.Hour:
+		return d.Round(time.Second).String()
+	case d < 48*time.Hour:
+		return strings.TrimSuffix(d.Round(time.Minute).String(), "0s")
+	}
+	d = d.Round(time.Hour)
+	return fmt.Sprintf("%dd%dh", d/(24*time.Hour), d%(24*time.Hour)/time.Hour)
+}
+
+// bytesIEC prints a byte count with a binary unit, "1.5 GiB".
+func bytesIEC(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// retention prints a retention in days when it is whole days, as configured.
+func retention(sec float64) string {
+	d := time.Duration(sec * float64(time.Second))
+	if d > 0 && d%(24*time.Hour) == 0 {
+		return fmt.Sprintf("%dd", d/(24*time.Hour))
+	}
+	return d.String()
 }
 
 func since(t, now time.Time) string {

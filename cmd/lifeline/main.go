@@ -37,14 +37,21 @@ const usage = `usage: lifeline COMMAND [flags]
 
 commands:
   serve -c FILE             run Lifeline (milter, IMAP, POP3, metrics); SIGHUP
-                            re-reads the TLS certificate and the passwd-file
+                            re-reads the config (probe settings, log level),
+                            the TLS certificate and the passwd-file
   check-config -c FILE      validate a configuration file, list every error
                             (and the TLS certificate, alias and passwd files)
   journal stats -c FILE     messages, mailboxes, bytes on disk, oldest entry
   journal verify -c FILE    check the journal's consistency (exit 1 on problems)
   export -c FILE --mailbox ADDR [--since T] [--until T] --format mbox|eml [--output PATH]
                             write a mailbox's journaled mail as .eml files or an mbox
-  status -c FILE [--json]   each mailbox server's state, custody backlog, replay progress
+  status -c FILE [--json | --nagios]
+                            each mailbox server's state, custody backlog, replay
+                            progress, journal size and retention horizon; exit 0
+                            all fine, 2 an outage is active, 3 replay recipients
+                            failed, 1 Lifeline unreachable (--json: 0, read
+                            "state"; --nagios: one line, 0 OK, 1 WARNING,
+                            2 CRITICAL, 3 UNKNOWN)
   outage start -c FILE --server NAME --reason TEXT
                             declare an outage by hand (probes do not end it)
   outage end -c FILE --server NAME
@@ -154,16 +161,19 @@ func parse(fs *flag.FlagSet, args []string) error {
 	return nil
 }
 
-func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(cfg.Log.Level)); err != nil {
-		level = slog.LevelInfo
+// newLogger returns the logger of serve and its level, which SIGHUP can
+// change.
+func newLogger(cfg *config.Config, w io.Writer) (*slog.Logger, *slog.LevelVar) {
+	level := new(slog.LevelVar)
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(cfg.Log.Level)); err == nil {
+		level.Set(l)
 	}
 	hopts := &slog.HandlerOptions{Level: level}
 	if cfg.Log.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, hopts))
+		return slog.New(slog.NewJSONHandler(w, hopts)), level
 	}
-	return slog.New(slog.NewTextHandler(w, hopts))
+	return slog.New(slog.NewTextHandler(w, hopts)), level
 }
 
 func cmdServe(args []string, stderr io.Writer) error {
@@ -175,7 +185,7 @@ func cmdServe(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log := newLogger(cfg, stderr)
+	log, level := newLogger(cfg, stderr)
 	// go-milter reports protocol oddities through a package variable; send
 	// them to the one structured log instead of the standard log package.
 	gomilter.LogWarning = func(format string, v ...any) {
@@ -183,8 +193,9 @@ func cmdServe(args []string, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	// SIGHUP re-reads the certificate and the passwd-file, as it does for
-	// Dovecot and Postfix (and no longer ends the process).
+	// SIGHUP re-reads the config, the certificate and the passwd-file, as
+	// it does for Dovecot and Postfix (and no longer ends the process); the
+	// daemon applies what can change while serving and logs the rest.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -229,7 +240,8 @@ func cmdServe(args []string, stderr io.Writer) error {
 			}
 		}()
 	}
-	return daemon.Run(ctx, daemon.Options{Config: cfg, Logger: log, Version: getVersion(), Reload: reload})
+	return daemon.Run(ctx, daemon.Options{Config: cfg, Logger: log, Version: getVersion(), Reload: reload,
+		ReloadConfig: func() (*config.Config, error) { return config.Load(*cfgPath) }, LogLevel: level})
 }
 
 func cmdCheckConfig(args []string, stdout, stderr io.Writer) error {
