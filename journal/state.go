@@ -4,7 +4,12 @@ import "fmt"
 
 // State is a recipient's delivery state. The state machine:
 //
-//	mta                         the MTA delivers it; Lifeline keeps a copy (final)
+//	mta                         the MTA delivers it; Lifeline keeps a copy
+//	mta      -> custody         the MTA hands that copy's recipient over instead
+//	                            of delivering it (Exim: a copy journaled by the
+//	                            unseen router, then the mailbox server failed
+//	                            and the custody router offered it); only the
+//	                            LMTP custody listener does this, the milter never
 //	custody  -> delivered       replay got 2xx from the mailbox server (RFC 2033 §4.2)
 //	custody  -> retrying        replay got 4xx or could not connect; tried again later
 //	custody  -> failed          replay got 5xx; kept and reported, never dropped
@@ -53,9 +58,9 @@ func (s State) CanBecome(to State) bool {
 	switch s {
 	case StateCustody, StateRetrying:
 		return to == StateDelivered || to == StateRetrying || to == StateFailed
-	case StateFailed:
+	case StateFailed, StateMTA:
 		return to == StateCustody
-	default: // mta and delivered are final
+	default: // delivered is final
 		return false
 	}
 }
