@@ -35,6 +35,9 @@ type Config struct {
 	POP3          MailListener  `toml:"pop3"`
 	TLS           TLS           `toml:"tls"`
 	Auth          Auth          `toml:"auth"`
+	Webmail       Webmail       `toml:"webmail"`
+	Ingest        Ingest        `toml:"ingest"`
+	Policy        Policy        `toml:"policy"`
 }
 
 // Journal configures the message store.
@@ -423,6 +426,8 @@ func (c *Config) applyDefaults(dir string) {
 	}
 	c.Auth.PerAddress.applyDefaults(auth.DefaultAddrPolicy)
 	c.Auth.PerUser.applyDefaults(auth.DefaultUserPolicy)
+	c.Webmail.applyDefaults()
+	c.applyIngestDefaults()
 }
 
 func (l *MailListener) applyDefaults(listen string, idle time.Duration) {
@@ -510,6 +515,12 @@ func (c *Config) checkDuplicateListeners(errs *Errors) {
 			ls = append(ls, listener{s.name + ".listen", s.l.PlainAddr()}, listener{s.name + ".listen_tls", s.l.ListenTLS})
 		}
 	}
+	if c.Webmail.Enabled {
+		ls = append(ls, listener{"webmail.listen", c.Webmail.PlainAddr()}, listener{"webmail.listen_tls", c.Webmail.ListenTLS})
+	}
+	for _, l := range c.ingestListeners() {
+		ls = append(ls, listener{l.key, l.addr})
+	}
 	seen := map[string]string{}
 	for _, l := range ls {
 		network, addr, err := SplitListen(l.addr)
@@ -543,6 +554,7 @@ func (c *Config) Warnings() []string {
 				s.name, a, s.proto))
 		}
 	}
+	out = append(out, c.webmailWarning()...)
 	return out
 }
 
@@ -699,6 +711,8 @@ func (c *Config) validate(errs *Errors) {
 		}
 	}
 	c.validateMailAccess(errs)
+	c.validateWebmail(errs)
+	c.validateIngest(errs)
 	switch strings.ToLower(c.Log.Level) {
 	case "debug", "info", "warn", "error":
 	default:

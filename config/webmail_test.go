@@ -19,10 +19,13 @@ func exampleWithWebmail(t *testing.T) string {
 		t.Fatal(err)
 	}
 	s := string(b)
-	i := strings.Index(s, "#[webmail]")
+	i := strings.Index(s, "\n[webmail]\n") + 1 // the example turns webmail on, other keys commented
+	if i == 0 {
+		t.Fatal("no [webmail] section in the example")
+	}
 	j := strings.Index(s[i:], "\n\n")
-	if i < 0 || j < 0 {
-		t.Fatal("no commented [webmail] section in the example")
+	if j < 0 {
+		t.Fatal("no end of the [webmail] section in the example")
 	}
 	sec := regexp.MustCompile(`(?m)^#([a-z_\[])`).ReplaceAllString(s[i:i+j], "$1")
 	return s[:i] + sec + s[i+j:]
@@ -46,21 +49,42 @@ func TestWebmailExample(t *testing.T) {
 	}
 }
 
+// exampleWithoutWebmail is the example file without its [webmail] section.
+func exampleWithoutWebmail(t *testing.T) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "contrib", "lifeline.example.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(b)
+	i := strings.Index(s, "\n[webmail]\n") + 1
+	j := strings.Index(s[i:], "\n\n")
+	if i == 0 || j < 0 {
+		t.Fatal("no [webmail] section in the example")
+	}
+	return []byte(s[:i] + s[i+j:])
+}
+
 func TestWebmailDefaultsOff(t *testing.T) {
-	c, err := Load(filepath.Join("..", "contrib", "lifeline.example.toml"))
+	c, err := Parse("example", exampleWithoutWebmail(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c.Webmail.On() {
 		t.Error("webmail on by default")
 	}
-}
-
-func TestWebmailErrors(t *testing.T) {
-	base, err := os.ReadFile(filepath.Join("..", "contrib", "lifeline.example.toml"))
+	// The example itself turns it on, for `make run`.
+	c, err = Load(filepath.Join("..", "contrib", "lifeline.example.toml"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	if !c.Webmail.On() || c.Webmail.PlainAddr() != "127.0.0.1:8080" {
+		t.Errorf("the example's webmail: %+v", c.Webmail)
+	}
+}
+
+func TestWebmailErrors(t *testing.T) {
+	base := exampleWithoutWebmail(t)
 	for _, tc := range []struct{ section, want string }{
 		{"enabled = true\nsmtp_user = \"u\"", "webmail.smtp_password"},
 		{"enabled = true\nsmtp = \"unix:/x\"", "webmail.smtp"},

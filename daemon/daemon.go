@@ -41,8 +41,15 @@ type Options struct {
 	// Ready, if set, is closed when every listener is up.
 	Ready chan<- struct{}
 	// Reload, if set, asks for the TLS certificate and the passwd-file to be
-	// read again (SIGHUP); what fails to load keeps its old version.
+	// read again (SIGHUP); what fails to load keeps its old version. With
+	// ReloadConfig set, the config is read again too, and the settings that
+	// can change safely while serving apply (see reload.go).
 	Reload <-chan struct{}
+	// ReloadConfig, if set, re-reads the configuration file on Reload.
+	ReloadConfig func() (*config.Config, error)
+	// LogLevel, if set, is the level of Logger's handler; Reload sets it
+	// from the re-read config's log.level.
+	LogLevel *slog.LevelVar
 }
 
 // Run serves until ctx is cancelled, then shuts down: phase one stops taking
@@ -141,15 +148,20 @@ func Run(ctx context.Context, opts Options) (err error) {
 	mux.Handle("/v1/", api)
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 
-	views := userview.New(j)
-	access, err := newMailAccess(cfg, j, views, resolver, out.monitor, log, reg, m)
+	ing, err := newIngest(cfg, j, resolver, out.monitor, log, reg, m)
 	if err != nil {
 		return errors.Join(err, mln.Close(), hln.Close())
 	}
+	views := userview.New(j)
+	access, err := newMailAccess(cfg, j, views, resolver, out.monitor, log, reg, m, out)
+	if err != nil {
+		return errors.Join(err, mln.Close(), hln.Close(), ing.close())
+	}
 
 	var wg sync.WaitGroup
-	serveErr := make(chan error, 3+access.listeners())
+	serveErr := make(chan error, 3+access.listeners()+ing.listeners())
 	access.serve(&wg, serveErr)
+	ing.serve(&wg, serveErr)
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
@@ -164,6 +176,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 		}
 	}()
 
+	rl := &reloader{running: cfg, reread: opts.ReloadConfig, level: opts.LogLevel, out: out, access: access, log: log.With("component", "reload")}
 	bg, stopBG := context.WithCancel(context.Background())
 	var bgwg sync.WaitGroup
 	bgwg.Add(4)
@@ -185,14 +198,13 @@ func Run(ctx context.Context, opts Options) (err error) {
 			case <-bg.Done():
 				return
 			case <-opts.Reload:
-				log.Info("reloading the TLS certificate and the passwd-file")
-				access.reload()
+				rl.reload()
 			}
 		}
 	}()
 	go func() {
 		defer bgwg.Done()
-		runStats(bg, j, 15*time.Second, log.With("component", "stats"), m)
+		runStats(bg, j, cfg.Journal.Path, 15*time.Second, log.With("component", "stats"), m, &out.stats)
 	}()
 
 	log.Info("lifeline serving", "version", opts.Version, "milter", mln.Addr().String(), "http", hln.Addr().String(),
@@ -216,12 +228,17 @@ func Run(ctx context.Context, opts Options) (err error) {
 	defer cancel()
 	accessDone := make(chan error, 1)
 	go func() { accessDone <- access.shutdown(graceCtx) }()
+	ingestDone := make(chan error, 1)
+	go func() { ingestDone <- ing.shutdown(graceCtx) }()
 	if err := ms.Shutdown(graceCtx); err != nil {
 		// Phase two happened inside Shutdown: connections left were closed.
 		log.Warn("milter connections aborted at shutdown", "err", err)
 	}
 	if err := <-accessDone; err != nil {
 		log.Warn("mailbox sessions aborted at shutdown", "err", err)
+	}
+	if err := <-ingestDone; err != nil {
+		log.Warn("LMTP ingest or policy connections aborted at shutdown", "err", err)
 	}
 	// Replay records the outcome of in-flight transactions before the journal
 	// closes; the admin API stays up meanwhile.
@@ -240,7 +257,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 
 func isClosed(err error) bool {
 	return errors.Is(err, net.ErrClosed) || errors.Is(err, milter.ErrServerClosed) ||
-		errors.Is(err, pop3.ErrServerClosed) || errors.Is(err, imap.ErrServerClosed)
+		errors.Is(err, pop3.ErrServerClosed) || errors.Is(err, imap.ErrServerClosed) || isIngestClosed(err)
 }
 
 // warnIfExposed logs when a listener without authentication is not on loopback.
