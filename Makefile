@@ -7,7 +7,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo deve
 LDFLAGS := -X main.version=$(VERSION)
 FUZZTIME ?= 20s
 
-.PHONY: all build run test test-short bench fuzz vet clean
+.PHONY: all build run test test-short bench fuzz vet capacity clean
 
 all: build
 
@@ -39,6 +39,9 @@ bench:
 	$(GO) test -run '^$$' -bench '^BenchmarkAppend$$' -benchtime 2000x ./journal/...
 	$(GO) test -run '^$$' -bench '^BenchmarkAppend50MB$$' -benchtime 3x ./journal/...
 	$(GO) test -run '^$$' -bench '^Benchmark(Parse|Copy)$$' ./mimestruct
+	$(GO) test -run '^$$' -bench '^BenchmarkParse$$' -benchmem ./sidecar/webmail/mailview
+	$(GO) test -run '^$$' -bench '^Benchmark(ListPage|SearchPage)$$' -benchtime 200x ./sidecar/webmail
+	$(GO) test -run '^$$' -bench '^BenchmarkIngest' ./ingest
 	$(GO) run ./e2e/mtabench $(BENCHFLAGS)
 	$(GO) run ./e2e/imapbench $(IMAPBENCHFLAGS)
 
@@ -55,6 +58,16 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzVerifyHash$$' -fuzztime $(FUZZTIME) ./auth
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./mimestruct
 	$(GO) test -run '^$$' -fuzz '^FuzzUnmarshal$$' -fuzztime $(FUZZTIME) ./mimestruct
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./sidecar/webmail/mailview
+	$(GO) test -run '^$$' -fuzz '^FuzzParseRef$$' -fuzztime $(FUZZTIME) ./sidecar/webmail
+	$(GO) test -run '^$$' -fuzz '^FuzzQuery$$' -fuzztime $(FUZZTIME) ./sidecar/webmail
+	$(GO) test -run '^$$' -fuzz '^FuzzPolicyRequest$$' -fuzztime $(FUZZTIME) ./policy
+	$(GO) test -run '^$$' -fuzz '^FuzzIngestSession$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1x ./ingest
+	$(GO) test -run '^$$' -fuzz '^FuzzMetricNames$$' -fuzztime $(FUZZTIME) ./e2e
+
+# Journal bytes on disk and memory for N typical messages (docs/operations.md).
+capacity:
+	LIFELINE_CAPACITY_N=3000 $(GO) test -count=1 -v -run '^TestCapacity' ./e2e/
 
 clean:
 	rm -rf bin var
