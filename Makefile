@@ -38,6 +38,7 @@ vet:
 bench:
 	$(GO) test -run '^$$' -bench '^BenchmarkAppend$$' -benchtime 2000x ./journal/...
 	$(GO) test -run '^$$' -bench '^BenchmarkAppend50MB$$' -benchtime 3x ./journal/...
+	$(GO) test -run '^$$' -bench '^BenchmarkRestart$$' -benchtime 3x -timeout 60m ./journal/badgerjournal
 	$(GO) test -run '^$$' -bench '^Benchmark(Parse|Copy)$$' ./mimestruct
 	$(GO) test -run '^$$' -bench '^BenchmarkParse$$' -benchmem ./sidecar/webmail/mailview
 	$(GO) test -run '^$$' -bench '^Benchmark(ListPage|SearchPage)$$' -benchtime 200x ./sidecar/webmail

@@ -189,3 +189,87 @@ func BenchmarkOpen(b *testing.B) {
 		i++
 	}
 }
+
+// BenchmarkRestart measures what a restart of `lifeline serve` costs the
+// journal with LIFELINE_BENCH_MESSAGES journaled messages (default
+// 1,000,000; 2 KiB each, 1,000 mailboxes): Open, then the Stats and the
+// retention Sweep that serve runs at start. The fill is not timed; its rate
+// is reported as fill-msgs/s. Run with:
+// go test -run XXX -bench Restart -benchtime 3x -timeout 60m ./journal/badgerjournal/
+func BenchmarkRestart(b *testing.B) {
+	n := 1_000_000
+	if s := os.Getenv("LIFELINE_BENCH_MESSAGES"); s != "" {
+		if _, err := fmt.Sscan(s, &n); err != nil {
+			b.Fatalf("LIFELINE_BENCH_MESSAGES: %v", err)
+		}
+	}
+	dir := filepath.Join(b.TempDir(), "journal")
+	j, err := Open(dir, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	start := time.Now()
+	var next atomic.Int64
+	var failed atomic.Value
+	var wg sync.WaitGroup
+	received := time.Now().Add(-24 * time.Hour)
+	for range 64 {
+		wg.Go(func() {
+			var buf bytes.Buffer
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				buf.Reset()
+				fmt.Fprintf(&buf, "From: bench@example.org\r\nTo: u%d@example.com\r\nSubject: message %d\r\nMessage-ID: <%d@bench>\r\n\r\n", i%1000, i, i)
+				for buf.Len() < 2048 {
+					fmt.Fprintf(&buf, "line %d of message %d, to fill it up\r\n", buf.Len(), i)
+				}
+				rcpt := fmt.Sprintf("u%d@example.com", i%1000)
+				env := journal.Envelope{MailFrom: "bench@example.org", Received: received,
+					Recipients: []journal.Recipient{{Address: rcpt, Mailboxes: []string{rcpt}, State: journal.StateMTA}}}
+				if _, err := j.Append(b.Context(), env, &buf); err != nil {
+					failed.Store(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err, ok := failed.Load().(error); ok {
+		b.Fatal(err)
+	}
+	fillRate := float64(n) / time.Since(start).Seconds()
+	if err := j.Close(); err != nil {
+		b.Fatal(err)
+	}
+	var open, ready time.Duration
+	for b.Loop() {
+		t0 := time.Now()
+		j, err := Open(dir, Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		open += time.Since(t0)
+		st, err := j.Stats(b.Context())
+		if err != nil {
+			b.Fatal(err)
+		}
+		if st.Messages != int64(n) {
+			b.Fatalf("%d messages after reopening, want %d", st.Messages, n)
+		}
+		if _, err := j.Sweep(b.Context(), time.Now().Add(-90*24*time.Hour)); err != nil {
+			b.Fatal(err)
+		}
+		ready += time.Since(t0)
+		b.StopTimer()
+		if err := j.Close(); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+	b.ReportMetric(fillRate, "fill-msgs/s")
+	b.ReportMetric(open.Seconds()/float64(b.N), "open-s")
+	b.ReportMetric(ready.Seconds()/float64(b.N), "open+stats+sweep-s")
+}
