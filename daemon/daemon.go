@@ -148,7 +148,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 	mux.Handle("/v1/", api)
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 
-	ing, err := newIngest(cfg, j, resolver, out.monitor, log, reg, m)
+	ing, err := newIngest(cfg, j, resolver, out.monitor, out.replay.Wake, log, reg, m)
 	if err != nil {
 		return errors.Join(err, mln.Close(), hln.Close())
 	}

@@ -94,6 +94,12 @@ type Options struct {
 	// Parallel bounds the concurrent appends of one custody transaction
 	// (default 8); concurrent appends share the journal's fsyncs.
 	Parallel int
+	// OnCustody, if set, is called with the server of each recipient newly
+	// taken into custody, once it is durable. The daemon wakes replay with
+	// it when the server is not in outage (any more): the MTA decided to
+	// route to custody a moment before the outage ended, and replay must
+	// not wait for its next rescan.
+	OnCustody func(server string)
 }
 
 // ErrServerClosed is returned by Serve after Shutdown.
@@ -529,6 +535,7 @@ func (se *session) custodyOne(sp *spool, rc rcpt) (string, error) {
 	if !res.Duplicate {
 		se.log.Info("recipient taken into custody", "id", res.ID.String(), "from", se.from, "rcpt", rc.addr,
 			"server", rc.server, "size", sp.Size())
+		se.srv.custodyTaken(rc.server)
 		return resultCustody, nil
 	}
 	// Offered again (a lost reply, a retry after a partial failure): what
@@ -556,6 +563,13 @@ func (se *session) custodyOne(sp *spool, rc rcpt) (string, error) {
 	return resultTempFail, errJournal
 }
 
+// custodyTaken tells OnCustody.
+func (s *Server) custodyTaken(server string) {
+	if s.opts.OnCustody != nil {
+		s.opts.OnCustody(server)
+	}
+}
+
 // takeOver moves recipient i of message id from mta to custody. A
 // concurrent offer of the same recipient may have done it first: then the
 // stored state decides, as for any duplicate.
@@ -564,6 +578,7 @@ func (se *session) takeOver(id journal.ID, i int, rc rcpt) (string, error) {
 	err := j.SetState(se.srv.ctx, id, i, journal.StateCustody, "custody taken over from the MTA's journaled copy")
 	if err == nil {
 		se.log.Info("recipient journaled as the MTA's copy taken into custody", "id", id.String(), "rcpt", rc.addr, "server", rc.server)
+		se.srv.custodyTaken(rc.server)
 		return resultCustody, nil
 	}
 	if !errors.Is(err, journal.ErrInvalidState) {

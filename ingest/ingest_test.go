@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -182,7 +183,13 @@ func TestJournalListenerFailure(t *testing.T) {
 func TestCustodyAfterMTACopy(t *testing.T) {
 	j := openJournal(t)
 	jl := start(t, Options{Mode: Journal, Journal: j})
-	cl := start(t, Options{Mode: Custody, Journal: j})
+	var mu sync.Mutex
+	var told []string
+	cl := start(t, Options{Mode: Custody, Journal: j, OnCustody: func(server string) {
+		mu.Lock()
+		told = append(told, server)
+		mu.Unlock()
+	}})
 	msg := message("x1", 1)
 	if got := jl.send(t, "s@remote.test", []string{"alice@example.com"}, msg); got["alice@example.com"] != 250 {
 		t.Fatal(got)
@@ -200,6 +207,12 @@ func TestCustodyAfterMTACopy(t *testing.T) {
 	}
 	if v := counter(t, cl, "lifeline_ingest_recipients_total", "listener", "custody", "result", "duplicate"); v != 1 {
 		t.Errorf("duplicates counted %v, want 1", v)
+	}
+	// OnCustody ran once: for the take-over, not for the duplicate.
+	mu.Lock()
+	defer mu.Unlock()
+	if len(told) != 1 || told[0] == "" {
+		t.Errorf("OnCustody calls: %q, want one with the server", told)
 	}
 }
 
