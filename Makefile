@@ -7,7 +7,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo deve
 LDFLAGS := -X main.version=$(VERSION)
 FUZZTIME ?= 20s
 
-.PHONY: all build run test test-short bench fuzz vet capacity clean
+.PHONY: all build run test test-short bench fuzz vet capacity faults clean
 
 all: build
 
@@ -65,6 +65,11 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzPolicyRequest$$' -fuzztime $(FUZZTIME) ./policy
 	$(GO) test -run '^$$' -fuzz '^FuzzIngestSession$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1x ./ingest
 	$(GO) test -run '^$$' -fuzz '^FuzzMetricNames$$' -fuzztime $(FUZZTIME) ./e2e
+
+# The fault-injection suite in its long form (make test runs the short one):
+# SIGKILLs, Dovecot restarts, LMTP 451s, a full journal disk, Postfix restarts.
+faults:
+	LIFELINE_FAULTS_LONG=1 $(GO) test -race -count=1 -timeout 60m -run '^TestFault' -v ./e2e/
 
 # Journal bytes on disk and memory for N typical messages (docs/operations.md).
 capacity:
