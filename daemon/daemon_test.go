@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,17 +20,35 @@ import (
 	"github.com/lifelinemail/lifeline/journal"
 )
 
+// givenPorts are the ports freePort handed out in this test process: the
+// kernel may offer a just-closed port again, and two listeners of one
+// config must not get the same one (seen in CI: pop3.listen == milter.listen).
+var (
+	portsMu    sync.Mutex
+	givenPorts = map[string]bool{}
+)
+
+// freePort returns a 127.0.0.1:PORT nothing listens on, never the same twice.
 func freePort(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for range 50 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		if err := ln.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if !givenPorts[addr] {
+			givenPorts[addr] = true
+			return addr
+		}
 	}
-	addr := ln.Addr().String()
-	if err := ln.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return addr
+	t.Fatal("no free loopback port after 50 tries")
+	return ""
 }
 
 func get(t *testing.T, url string) string {
