@@ -40,6 +40,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/lifelinemail/lifeline/internal/promreg"
+	"github.com/lifelinemail/lifeline/internal/spool"
 	"github.com/lifelinemail/lifeline/journal"
 )
 
@@ -391,7 +392,7 @@ func (se *session) LMTPData(r io.Reader, status smtp.StatusCollector) (err error
 	if len(se.rcpts) == 0 {
 		return errNoRcpt // go-smtp answers 502 itself; kept for the SMTP form
 	}
-	sp := newSpool(se.srv.opts.SpoolDir, se.srv.opts.SpoolThreshold)
+	sp := spool.New(se.srv.opts.SpoolDir, "ingest", se.srv.opts.SpoolThreshold)
 	defer func() {
 		if cerr := sp.Close(); cerr != nil {
 			se.log.Warn("closing spool", "err", cerr)
@@ -438,7 +439,7 @@ func (se *session) LMTPData(r io.Reader, status smtp.StatusCollector) (err error
 }
 
 // journal appends the message once with every recipient in state mta.
-func (se *session) journal(sp *spool, set func(int, error, string)) {
+func (se *session) journal(sp *spool.Spool, set func(int, error, string)) {
 	env := se.envelope(journal.StateMTA, se.rcpts)
 	res, err := se.append(env, sp)
 	listener := se.srv.opts.Mode.String()
@@ -466,7 +467,7 @@ func (se *session) journal(sp *spool, set func(int, error, string)) {
 // custody appends one custody record per distinct recipient (see the
 // package comment), concurrently, and answers each as its record becomes
 // durable.
-func (se *session) custody(sp *spool, set func(int, error, string)) {
+func (se *session) custody(sp *spool.Spool, set func(int, error, string)) {
 	listener := se.srv.opts.Mode.String()
 	// Recipients that differ only in ASCII case are one recipient to the
 	// journal's identity: one record, every RCPT TO of it answered alike.
@@ -525,7 +526,7 @@ func (se *session) custody(sp *spool, set func(int, error, string)) {
 }
 
 // custodyOne makes rc's custody record durable, or finds it already stored.
-func (se *session) custodyOne(sp *spool, rc rcpt) (string, error) {
+func (se *session) custodyOne(sp *spool.Spool, rc rcpt) (string, error) {
 	env := se.envelope(journal.StateCustody, []rcpt{rc})
 	res, err := se.append(env, sp)
 	if err != nil {
@@ -602,7 +603,7 @@ func (se *session) envelope(state journal.State, rcpts []rcpt) journal.Envelope 
 	return env
 }
 
-func (se *session) append(env journal.Envelope, sp *spool) (journal.AppendResult, error) {
+func (se *session) append(env journal.Envelope, sp *spool.Spool) (journal.AppendResult, error) {
 	r, err := sp.Reader()
 	if err != nil {
 		return journal.AppendResult{}, err

@@ -4,7 +4,7 @@
 // each RCPT TO with Postfix's {rcpt_mailer} and {rcpt_host}, the queue id "i",
 // the SASL user {auth_authen}), rebuilds the message bytes from the header and
 // body events (rebuild.go explains exactly how Postfix passes them), spools
-// large messages to a temporary file (spool.go), and at end-of-message appends
+// large messages to a temporary file (internal/spool), and at end-of-message appends
 // it to the journal before answering the MTA (session.go).
 //
 // In normal mode every recipient is journaled in state mta and the milter

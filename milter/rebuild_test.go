@@ -5,6 +5,8 @@ import (
 	"io"
 	"strings"
 	"testing"
+
+	"github.com/lifelinemail/lifeline/internal/spool"
 )
 
 func TestAppendHeaderField(t *testing.T) {
@@ -100,7 +102,7 @@ func FuzzRebuild(f *testing.F) {
 			}
 		}
 
-		sp := newSpool(dir, 256)
+		sp := spool.New(dir, "milter", 256)
 		defer func() {
 			if err := sp.Close(); err != nil {
 				t.Errorf("spool close: %v", err)

@@ -9,6 +9,7 @@ import (
 
 	gomilter "github.com/d--j/go-milter"
 
+	"github.com/lifelinemail/lifeline/internal/spool"
 	"github.com/lifelinemail/lifeline/journal"
 )
 
@@ -42,14 +43,14 @@ type session struct {
 // message is the state of one SMTP transaction (MAIL FROM to end-of-message).
 type message struct {
 	env    journal.Envelope
-	spool  *spool
+	spool  *spool.Spool
 	rb     rebuilder
 	failed error // first failure; the message will not be journaled
 }
 
 func (s *session) newMessage() *message {
-	m := &message{spool: newSpool(s.srv.opts.SpoolDir, s.srv.opts.SpoolThreshold)}
-	m.spool.created = s.srv.spoolCreated
+	m := &message{spool: spool.New(s.srv.opts.SpoolDir, "milter", s.srv.opts.SpoolThreshold)}
+	m.spool.Created = s.srv.spoolCreated
 	m.rb = rebuilder{w: m.spool, leadingSpace: s.leadingSpace}
 	return m
 }

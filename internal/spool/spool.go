@@ -1,4 +1,8 @@
-package ingest
+// Package spool holds one message's bytes while a server receives it: in
+// memory up to a threshold, then in an unlinked temporary file, so that a
+// 50 MB message never sits in memory (DESIGN.md, "The journal"). The milter
+// and the LMTP ingest listeners use it.
+package spool
 
 import (
 	"bytes"
@@ -8,15 +12,9 @@ import (
 	"os"
 )
 
-// spool is a copy of milter/spool.go (the milter's is unexported and must not
-// change behaviour under it); keep the two in step.
-//
-// spool holds the bytes of one message from DATA to the end of the
-// transaction, so that the custody listener can append it once per
-// recipient. Up to threshold bytes stay in memory; the first write that would
-// exceed it moves everything into a temporary file, so that a 50 MB message
-// never sits in memory (DESIGN.md, "The journal"). A negative
-// threshold puts every message on disk.
+// Spool holds the bytes of one message. Up to threshold bytes stay in
+// memory; the first write that would exceed it moves everything into a
+// temporary file. A negative threshold puts every message on disk.
 //
 // The file is created with mode 0600 (os.CreateTemp) and unlinked at once
 // where the OS allows it (Unix): the open descriptor keeps it readable, and the
@@ -25,24 +23,30 @@ import (
 //
 // A spool is used by one goroutine at a time. Errors are sticky: after a
 // failed write every later Write returns the same error.
-type spool struct {
+type Spool struct {
 	dir       string
+	prefix    string
 	threshold int64
 
-	mem     bytes.Buffer
-	f       *os.File
-	path    string // non-empty while the file still has a name to remove
-	size    int64
-	err     error
-	created func(path string) // test hook, called after the file is created
+	mem  bytes.Buffer
+	f    *os.File
+	path string // non-empty while the file still has a name to remove
+	size int64
+	err  error
+	// Created, if set, is called with the file's path right after it is
+	// created (a test hook: the file is unlinked at once).
+	Created func(path string)
 }
 
-func newSpool(dir string, threshold int64) *spool {
-	return &spool{dir: dir, threshold: threshold}
+// New returns an empty spool whose file, if it needs one, is created in dir
+// (the system temporary directory when empty) and named after who (the
+// component: "milter", "ingest"), which also prefixes its errors.
+func New(dir, who string, threshold int64) *Spool {
+	return &Spool{dir: dir, prefix: who, threshold: threshold}
 }
 
 // Write appends p to the spool.
-func (s *spool) Write(p []byte) (int, error) {
+func (s *Spool) Write(p []byte) (int, error) {
 	if s.err != nil {
 		return 0, s.err
 	}
@@ -61,14 +65,14 @@ func (s *spool) Write(p []byte) (int, error) {
 	}
 	s.size += int64(n)
 	if err != nil {
-		s.err = fmt.Errorf("ingest: spool write: %w", err)
+		s.err = fmt.Errorf("%s: spool write: %w", s.prefix, err)
 		return n, s.err
 	}
 	return n, nil
 }
 
 // WriteString appends str; it lets io.WriteString avoid a conversion.
-func (s *spool) WriteString(str string) (int, error) {
+func (s *Spool) WriteString(str string) (int, error) {
 	if s.f == nil && s.size+int64(len(str)) <= s.threshold && s.err == nil {
 		n, _ := s.mem.WriteString(str) // bytes.Buffer never fails
 		s.size += int64(n)
@@ -78,36 +82,36 @@ func (s *spool) WriteString(str string) (int, error) {
 }
 
 // spill moves the in-memory bytes into a new temporary file.
-func (s *spool) spill() error {
-	f, err := os.CreateTemp(s.dir, "lifeline-ingest-*.eml")
+func (s *Spool) spill() error {
+	f, err := os.CreateTemp(s.dir, "lifeline-"+s.prefix+"-*.eml")
 	if err != nil {
-		return fmt.Errorf("ingest: spool: %w", err)
+		return fmt.Errorf("%s: spool: %w", s.prefix, err)
 	}
 	s.f = f
 	s.path = f.Name()
-	if s.created != nil {
-		s.created(s.path)
+	if s.Created != nil {
+		s.Created(s.path)
 	}
 	if os.Remove(s.path) == nil {
 		s.path = "" // unlinked: nothing left to remove by name
 	}
 	if _, err := s.mem.WriteTo(f); err != nil {
-		return fmt.Errorf("ingest: spool: %w", err)
+		return fmt.Errorf("%s: spool: %w", s.prefix, err)
 	}
 	s.mem = bytes.Buffer{} // release the memory
 	return nil
 }
 
 // Size is the number of bytes written.
-func (s *spool) Size() int64 { return s.size }
+func (s *Spool) Size() int64 { return s.size }
 
 // OnDisk reports whether the message spilled into a file.
-func (s *spool) OnDisk() bool { return s.f != nil }
+func (s *Spool) OnDisk() bool { return s.f != nil }
 
 // Reader returns a reader over everything written so far. It reads the file
 // through the descriptor without moving its offset, so no second copy of the
 // message is made in memory.
-func (s *spool) Reader() (io.Reader, error) {
+func (s *Spool) Reader() (io.Reader, error) {
 	if s.err != nil {
 		return nil, s.err
 	}
@@ -119,26 +123,27 @@ func (s *spool) Reader() (io.Reader, error) {
 
 // Close releases the memory and closes and removes the file. It is safe to
 // call more than once.
-func (s *spool) Close() error {
+func (s *Spool) Close() error {
 	var errs []error
 	if s.f != nil {
 		if err := s.f.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("ingest: spool close: %w", err))
+			errs = append(errs, fmt.Errorf("%s: spool close: %w", s.prefix, err))
 		}
 		s.f = nil
 	}
 	if s.path != "" {
 		if err := os.Remove(s.path); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, fmt.Errorf("ingest: spool remove: %w", err))
+			errs = append(errs, fmt.Errorf("%s: spool remove: %w", s.prefix, err))
 		}
 		s.path = ""
 	}
 	s.mem = bytes.Buffer{}
 	s.size = 0
 	if s.err == nil {
-		s.err = errSpoolClosed
+		s.err = fmt.Errorf("%s: %w", s.prefix, ErrClosed)
 	}
 	return errors.Join(errs...)
 }
 
-var errSpoolClosed = errors.New("ingest: spool closed")
+// ErrClosed is what a closed spool returns.
+var ErrClosed = errors.New("spool closed")
