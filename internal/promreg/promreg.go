@@ -47,3 +47,34 @@ func Panics(reg prometheus.Registerer, panics prometheus.Counter, component stri
 	}
 	return vec.WithLabelValues(component), nil
 }
+
+// Results of lifeline_logins_total, one set for every protocol (IMAP, POP3,
+// webmail), so that one dashboard panel and one alert cover them all.
+const (
+	LoginOK               = "success"
+	LoginFailed           = "failure"           // bad credentials
+	LoginError            = "error"             // temporary failure of the authenticator or the journal
+	LoginNotServing       = "not_serving"       // good credentials, but Lifeline does not serve the mailbox now
+	LoginInUse            = "in_use"            // the mailbox is locked by another session (POP3)
+	LoginPlaintextRefused = "plaintext_refused" // a plaintext login off loopback without TLS
+)
+
+// LoginResults are the values of the result label.
+var LoginResults = []string{LoginOK, LoginFailed, LoginError, LoginNotServing, LoginInUse, LoginPlaintextRefused}
+
+// Logins returns lifeline_logins_total{protocol, result}, shared by the
+// servers of one registry, with protocol's children created at zero (so
+// that rate() and the dashboard see them before the first login).
+func Logins(reg prometheus.Registerer, protocol string) (*prometheus.CounterVec, error) {
+	vec, err := Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "lifeline_logins_total",
+		Help: "Login attempts to the continuity mailbox, by protocol and result.",
+	}, []string{"protocol", "result"}))
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range LoginResults {
+		vec.WithLabelValues(protocol, r)
+	}
+	return vec, nil
+}

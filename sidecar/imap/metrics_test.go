@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/lifelinemail/lifeline/internal/promreg"
 	"github.com/lifelinemail/lifeline/sidecar/pop3"
 )
 
@@ -37,7 +38,7 @@ func TestMetrics(t *testing.T) {
 	if n := counterValue(ts.metrics.bytesSent); n < float64(total) {
 		t.Errorf("bytes sent %v < %d bytes of messages", n, total)
 	}
-	if n := counterValue(ts.metrics.logins.WithLabelValues("imap", loginOK)); n != 1 {
+	if n := counterValue(ts.metrics.logins.WithLabelValues("imap", promreg.LoginOK)); n != 1 {
 		t.Errorf("logins = %v", n)
 	}
 }
@@ -58,7 +59,7 @@ func TestMetricsSharedWithPOP3(t *testing.T) {
 	if _, err := New(Options{Store: f.store, Journal: f.j, Auth: users, Registerer: reg, Logger: log}); err != nil {
 		t.Fatalf("second IMAP server on the same registry: %v", err)
 	}
-	s.metrics.logins.WithLabelValues("imap", loginOK).Inc()
+	s.metrics.logins.WithLabelValues("imap", promreg.LoginOK).Inc()
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)

@@ -10,6 +10,8 @@ import (
 
 	goimap "github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-sasl"
+
+	"github.com/lifelinemail/lifeline/internal/promreg"
 )
 
 func TestLoginAndCapabilities(t *testing.T) {
@@ -76,10 +78,10 @@ func TestLoginAndCapabilities(t *testing.T) {
 		t.Errorf("AUTHENTICATE as another user: %q", done)
 	}
 
-	if got := counterValue(ts.metrics.logins.WithLabelValues("imap", loginOK)); got != 3 {
+	if got := counterValue(ts.metrics.logins.WithLabelValues("imap", promreg.LoginOK)); got != 3 {
 		t.Errorf("successful logins counted: %v", got)
 	}
-	if got := counterValue(ts.metrics.logins.WithLabelValues("imap", loginFailed)); got != 1 {
+	if got := counterValue(ts.metrics.logins.WithLabelValues("imap", promreg.LoginFailed)); got != 1 {
 		t.Errorf("failed logins counted: %v", got)
 	}
 }

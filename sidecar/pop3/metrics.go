@@ -8,18 +8,6 @@ import (
 	"github.com/lifelinemail/lifeline/internal/promreg"
 )
 
-// Values of the result label of lifeline_logins_total{protocol="pop3"}.
-const (
-	loginOK          = "success"
-	loginFailed      = "failure"     // bad credentials
-	loginError       = "error"       // temporary failure of the authenticator
-	loginNotServing  = "not_serving" // good credentials, but Lifeline does not serve the mailbox now
-	loginInUse       = "in_use"      // another session holds the mailbox
-	loginPlainRefuse = "plaintext_refused"
-)
-
-var loginResults = []string{loginOK, loginFailed, loginError, loginNotServing, loginInUse, loginPlainRefuse}
-
 // commands is the fixed set of values of the command label; anything else
 // counts as "unknown".
 var commands = []string{"USER", "PASS", "AUTH", "CAPA", "STLS", "APOP", "STAT", "LIST", "RETR", "TOP",
@@ -42,10 +30,7 @@ func newMetrics(reg prometheus.Registerer, panics prometheus.Counter) (*metrics,
 		Help: "POP3 connections open now.",
 	}))
 	errs = append(errs, err)
-	m.logins, err = promreg.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "lifeline_logins_total",
-		Help: "Login attempts to the continuity mailbox, by protocol and result.",
-	}, []string{"protocol", "result"}))
+	m.logins, err = promreg.Logins(reg, "pop3")
 	errs = append(errs, err)
 	m.commands, err = promreg.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "lifeline_pop3_commands_total",
@@ -61,9 +46,6 @@ func newMetrics(reg prometheus.Registerer, panics prometheus.Counter) (*metrics,
 	errs = append(errs, err)
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
-	}
-	for _, r := range loginResults {
-		m.logins.WithLabelValues("pop3", r)
 	}
 	for _, c := range commands {
 		m.commands.WithLabelValues(c)

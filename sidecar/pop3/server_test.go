@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/lifelinemail/lifeline/internal/promreg"
 )
 
 func TestCommands(t *testing.T) {
@@ -127,7 +129,7 @@ func TestCommands(t *testing.T) {
 	if v := counterValue(ts.metrics.commands.WithLabelValues("RETR")); v != 8 { // 3 good, 5 refused
 		t.Errorf("RETR counted %v times", v)
 	}
-	if v := counterValue(ts.metrics.logins.WithLabelValues("pop3", loginOK)); v != 1 {
+	if v := counterValue(ts.metrics.logins.WithLabelValues("pop3", promreg.LoginOK)); v != 1 {
 		t.Errorf("logins ok = %v", v)
 	}
 	if v := counterValue(ts.metrics.bytesSent); v < 100000 {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/lifelinemail/lifeline/internal/promreg"
 	"github.com/lifelinemail/lifeline/journal"
 	"github.com/lifelinemail/lifeline/sidecar"
 	"github.com/lifelinemail/lifeline/sidecar/userview"
@@ -313,7 +314,7 @@ func (ss *session) refusePlaintext() bool {
 	if ss.plaintextAllowed() {
 		return false
 	}
-	ss.srv.metrics.logins.WithLabelValues("pop3", loginPlainRefuse).Inc()
+	ss.srv.metrics.logins.WithLabelValues("pop3", promreg.LoginPlaintextRefused).Inc()
 	if ss.srv.opts.TLSConfig != nil {
 		ss.fail("-ERR [AUTH] plaintext authentication disallowed on non-secure connections, use STLS")
 	} else {
@@ -404,7 +405,7 @@ func (ss *session) cmdAuth(arg string) error {
 	}
 	if authz != "" && authz != user {
 		// No proxy authorisation: a user reads only their own mailbox.
-		ss.srv.metrics.logins.WithLabelValues("pop3", loginFailed).Inc()
+		ss.srv.metrics.logins.WithLabelValues("pop3", promreg.LoginFailed).Inc()
 		ss.fail("-ERR [AUTH] authentication failed")
 		return nil
 	}
@@ -418,19 +419,19 @@ func (ss *session) login(user, pass string) {
 	mailbox, err := ss.srv.opts.Auth.Login(ctx, ss.clientIP, user, pass)
 	if err != nil {
 		if sidecar.TemporaryError(err) {
-			m.WithLabelValues("pop3", loginError).Inc()
+			m.WithLabelValues("pop3", promreg.LoginError).Inc()
 			ss.log.Warn("pop3: login error", "user", user, "err", err)
 			ss.fail("-ERR [SYS/TEMP] cannot log in now, try again later")
 			return
 		}
-		m.WithLabelValues("pop3", loginFailed).Inc()
+		m.WithLabelValues("pop3", promreg.LoginFailed).Inc()
 		ss.log.Info("pop3: login failed", "user", user, "err", err)
 		ss.fail("-ERR [AUTH] authentication failed")
 		return
 	}
 	if ss.srv.opts.Serving != nil {
 		if ok, text := ss.srv.opts.Serving.Serves(mailbox); !ok {
-			m.WithLabelValues("pop3", loginNotServing).Inc()
+			m.WithLabelValues("pop3", promreg.LoginNotServing).Inc()
 			ss.log.Info("pop3: login while not serving", "user", user, "mailbox", mailbox)
 			if text == "" {
 				text = "this mailbox is not served now, use your normal mail server"
@@ -440,7 +441,7 @@ func (ss *session) login(user, pass string) {
 		}
 	}
 	if !ss.srv.lock(mailbox) {
-		m.WithLabelValues("pop3", loginInUse).Inc()
+		m.WithLabelValues("pop3", promreg.LoginInUse).Inc()
 		ss.reply("-ERR [IN-USE] mailbox is locked by another POP3 session")
 		return
 	}
@@ -456,12 +457,12 @@ func (ss *session) login(user, pass string) {
 	}
 	if err != nil {
 		ss.srv.unlock(mailbox)
-		m.WithLabelValues("pop3", loginError).Inc()
+		m.WithLabelValues("pop3", promreg.LoginError).Inc()
 		ss.log.Error("pop3: open maildrop", "mailbox", mailbox, "err", err)
 		ss.reply("-ERR [SYS/TEMP] cannot open mailbox, try again later")
 		return
 	}
-	m.WithLabelValues("pop3", loginOK).Inc()
+	m.WithLabelValues("pop3", promreg.LoginOK).Inc()
 	ss.log.Info("pop3: login", "user", user, "mailbox", mailbox, "messages", len(msgs))
 	ss.mailbox, ss.msgs, ss.deleted, ss.uidv = mailbox, msgs, make([]bool, len(msgs)), uidv
 	ss.state = stateTransaction
