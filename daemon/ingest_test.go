@@ -57,20 +57,7 @@ known_recipients_file = %q
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	ready := make(chan struct{})
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Version: "test", Ready: ready})
-	}()
-	select {
-	case <-ready:
-	case err := <-done:
-		t.Fatalf("Run: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("daemon not ready")
-	}
+	r := startDaemon(t, cfg)
 
 	for _, addr := range []string{jAddr, cAddr} {
 		nc, err := net.Dial("tcp", addr)
@@ -139,14 +126,9 @@ known_recipients_file = %q
 	}
 
 	begin := time.Now()
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Run returned %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("daemon did not stop")
+	r.stop()
+	if t.Failed() {
+		t.FailNow()
 	}
 	if d := time.Since(begin); d > 10*time.Second {
 		t.Errorf("shutdown took %v", d)
