@@ -263,7 +263,7 @@ func (s *Server) textContains(ctx context.Context, id journal.ID, needle string,
 		return false, err
 	}
 	defer rc.Close() // a read-only stream: a close error changes nothing
-	msg, err := mailview.Parse(&budgetReader{r: rc, left: left}, mailview.Options{MaxTextBytes: 4 << 20})
+	msg, err := mailview.Parse(&budgetReader{r: rc, left: left}, mailview.Options{MaxTextBytes: 4 << 20, TextOnly: true})
 	if errors.Is(err, errBudget) || *left <= 0 {
 		return false, errBudget
 	}

@@ -57,6 +57,9 @@ type Options struct {
 	// MaxTextBytes bounds the bytes of text and of HTML kept (each);
 	// 0 means DefaultMaxTextBytes.
 	MaxTextBytes int64
+	// TextOnly leaves Message.HTML empty: a caller that reads only Text (a
+	// text search) does not pay for sanitizing HTML it never shows.
+	TextOnly bool
 }
 
 // Address is one mailbox of an address list.
@@ -216,7 +219,7 @@ func Parse(r io.Reader, opts Options) (*Message, error) {
 		m.Text += truncNote
 		m.Truncated = true
 	}
-	if p.html.Len() > 0 {
+	if p.html.Len() > 0 && !opts.TextOnly {
 		m.HTML, m.HasRemoteImages = sanitizeHTML(strings.ToValidUTF8(p.html.String(), "\uFFFD"), opts)
 		if p.htmlCut {
 			m.Truncated = true

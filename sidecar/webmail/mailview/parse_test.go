@@ -267,6 +267,30 @@ func TestParse(t *testing.T) {
 	}
 }
 
+// TestTextOnly: the same Text, subject and attachments as a full Parse, and
+// no HTML.
+func TestTextOnly(t *testing.T) {
+	sawHTML := false
+	for _, tc := range parseTests {
+		raw := crlf(tc.msg)
+		full, err := Parse(strings.NewReader(raw), Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		text, err := Parse(strings.NewReader(raw), Options{TextOnly: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sawHTML = sawHTML || full.HTML != ""
+		if text.HTML != "" || text.Text != full.Text || text.Subject != full.Subject || len(text.Attachments) != len(full.Attachments) {
+			t.Errorf("%s: TextOnly gave HTML %d bytes, text %q; full parse text %q", tc.name, len(text.HTML), text.Text, full.Text)
+		}
+	}
+	if !sawHTML {
+		t.Fatal("no test message has HTML: TextOnly is not exercised")
+	}
+}
+
 // TestOpenPart reads every attachment listed by Parse back by its ID.
 func TestOpenPart(t *testing.T) {
 	for _, tc := range parseTests {
