@@ -83,6 +83,15 @@ func StartPostfix(tb TB, opts PostfixOptions) *Postfix {
 	if err := os.Chown(dataDir, puid, pgid); err != nil {
 		tb.Fatalf("e2e: %v", err)
 	}
+	// postlogd (root) would create the log 0644 root, but postsuper, which
+	// postfix start runs, drops to mail_owner and writes its warnings (a
+	// "bogus file name" left in incoming/ by a killed smtpd) to the same file
+	// itself: not writable, it dies and postfix start fails. Owned by
+	// mail_owner, both can append.
+	writeFile(tb, p.LogPath, "", 0o644)
+	if err := os.Chown(p.LogPath, puid, pgid); err != nil {
+		tb.Fatalf("e2e: %v", err)
+	}
 
 	var vmb strings.Builder
 	for _, u := range opts.Users {
