@@ -38,6 +38,7 @@ vet:
 bench:
 	$(GO) test -run '^$$' -bench '^BenchmarkAppend$$' -benchtime 2000x ./journal/...
 	$(GO) test -run '^$$' -bench '^BenchmarkAppend50MB$$' -benchtime 3x ./journal/...
+	$(GO) test -run '^$$' -bench '^BenchmarkOpen$$' -benchtime 50000x -v ./journal/badgerjournal | grep -E '^Benchmark.*op|ratio'
 	$(GO) test -run '^$$' -bench '^BenchmarkRestart$$' -benchtime 3x -timeout 60m ./journal/badgerjournal
 	$(GO) test -run '^$$' -bench '^Benchmark(Parse|Copy)$$' ./mimestruct
 	$(GO) test -run '^$$' -bench '^BenchmarkParse$$' -benchmem ./sidecar/webmail/mailview
@@ -53,6 +54,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseAliases$$' -fuzztime $(FUZZTIME) ./addrmap
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./config
 	$(GO) test -run '^$$' -fuzz '^FuzzRecord$$' -fuzztime $(FUZZTIME) ./journal/badgerjournal
+	$(GO) test -run '^$$' -fuzz '^FuzzChunk$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1x ./journal/badgerjournal
 	$(GO) test -run '^$$' -fuzz '^FuzzSession$$' -fuzztime $(FUZZTIME) ./sidecar/pop3
 	$(GO) test -run '^$$' -fuzz '^FuzzSession$$' -fuzztime $(FUZZTIME) ./sidecar/imap
 	$(GO) test -run '^$$' -fuzz '^FuzzParseLine$$' -fuzztime $(FUZZTIME) ./auth

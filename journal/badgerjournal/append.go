@@ -189,7 +189,7 @@ func (a *appending) stream(r io.Reader, h *journal.IdentityHasher) error {
 			if _, err := a.parser.Write(buf[:n]); err != nil {
 				return fmt.Errorf("badgerjournal: computing the MIME structure: %w", err)
 			}
-			scratch = j.enc.EncodeAll(buf[:n], scratch[:0])
+			scratch = j.encodeChunk(scratch, buf[:n])
 			c := append(a.buffer(len(scratch)), scratch...)
 			a.pending = append(a.pending, chunk{n: a.chunks, data: c})
 			a.chunks++

@@ -159,14 +159,17 @@ const maxChunkSize = 16 << 20
 
 // Journal is a journal.Journal stored in Badger.
 type Journal struct {
-	dir     string
-	db      *badger.DB
-	opts    Options
-	log     *slog.Logger
-	enc     *zstd.Encoder
-	dec     *zstd.Decoder
-	bodySeq *badger.Sequence
-	limits  txnLimits
+	dir  string
+	db   *badger.DB
+	opts Options
+	log  *slog.Logger
+	// smallChunk is the constant smallChunk (chunk.go); BenchmarkOpen sets
+	// it to 0 to measure zstd chunks beside S2 ones.
+	smallChunk int
+	enc        *zstd.Encoder
+	dec        *zstd.Decoder
+	bodySeq    *badger.Sequence
+	limits     txnLimits
 
 	ops        chan *op
 	writerDone chan struct{}
@@ -262,6 +265,7 @@ func Open(dir string, opts Options) (_ *Journal, err error) {
 		writerDone: make(chan struct{}),
 		closing:    make(chan struct{}),
 		inflight:   make(map[uint64]struct{}),
+		smallChunk: smallChunk,
 	}
 	j.idle = sync.NewCond(&j.mu)
 	if err := j.checkFormat(); err != nil {
@@ -328,12 +332,19 @@ func (j *Journal) checkFormat() error {
 		if err != nil {
 			return err
 		}
-		return item.Value(func(v []byte) error {
-			if n, err := decodeUint64(v); err != nil || n != formatVersion {
-				return fmt.Errorf("journal format %x, this program reads %d", v, formatVersion)
+		var n uint64
+		err = item.Value(func(v []byte) error {
+			var err error
+			if n, err = decodeUint64(v); err != nil || (n != formatVersion && n != formatVersionOld) {
+				return fmt.Errorf("journal format %x, this program reads %d and %d", v, formatVersionOld, formatVersion)
 			}
 			return nil
 		})
+		if err != nil || n == formatVersion {
+			return err
+		}
+		j.log.Info("journal: format upgraded", "from", n, "to", formatVersion)
+		return txn.Set([]byte(keyFormat), encodeUint64(formatVersion))
 	})
 	if err != nil {
 		return fmt.Errorf("badgerjournal: %w", err)

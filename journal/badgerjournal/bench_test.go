@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -128,19 +129,65 @@ func rawFsyncRate(b *testing.B, dir string) float64 {
 
 // BenchmarkOpen measures Open and a full read of 4 KiB text messages, one
 // after the other, from a journal of 10,000 of them: what an IMAP FETCH of a
-// mailbox costs in the journal. Run with:
+// mailbox costs in the journal. It runs twice in one run: s2, messages stored
+// as the journal stores them (S2, chunk.go), and zstd, the same messages
+// stored as zstd frames (as format 2 did), each reporting the CPU time per
+// message besides the wall time (cpu-ns/op: what other work on the machine
+// disturbs least); the ratio is logged. Run with:
 // go test -run XXX -bench Open ./journal/badgerjournal/
 func BenchmarkOpen(b *testing.B) {
+	cpu := map[string]float64{}
+	for _, codec := range []string{"zstd", "s2"} {
+		b.Run(codec, func(b *testing.B) {
+			j, ids := fillOpenBench(b, codec)
+			b.ResetTimer()
+			var ru0, ru1 syscall.Rusage
+			if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru0); err != nil {
+				b.Fatal(err)
+			}
+			i := 0
+			for b.Loop() {
+				rc, err := j.Open(b.Context(), ids[i%len(ids)])
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := io.Copy(io.Discard, rc); err != nil {
+					b.Fatal(err)
+				}
+				if err := rc.Close(); err != nil {
+					b.Fatal(err)
+				}
+				i++
+			}
+			if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru1); err != nil {
+				b.Fatal(err)
+			}
+			used := ru1.Utime.Nano() + ru1.Stime.Nano() - ru0.Utime.Nano() - ru0.Stime.Nano()
+			cpu[codec] = float64(used) / float64(b.N)
+			b.ReportMetric(cpu[codec], "cpu-ns/op")
+		})
+	}
+	if cpu["zstd"] > 0 && cpu["s2"] > 0 {
+		b.Logf("CPU per message: s2 %.1f µs, zstd %.1f µs: ratio zstd/s2 %.2f", cpu["s2"]/1e3, cpu["zstd"]/1e3, cpu["zstd"]/cpu["s2"])
+	}
+}
+
+// fillOpenBench journals 10,000 text messages of 4 KiB, their small chunks
+// stored as S2 (codec "s2") or as zstd frames ("zstd").
+func fillOpenBench(b *testing.B, codec string) (*Journal, []journal.ID) {
 	const n = 10000
 	j, err := Open(filepath.Join(b.TempDir(), "journal"), Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer func() {
+	b.Cleanup(func() {
 		if err := j.Close(); err != nil {
 			b.Error(err)
 		}
-	}()
+	})
+	if codec == "zstd" {
+		j.smallChunk = 0
+	}
 	words := strings.Fields("the of and to in is that for it as was with be by on not he this are or his from at which but have an they you were her she there been one all we their has would when if so no will")
 	ids := make([]journal.ID, n)
 	var next atomic.Int64
@@ -173,21 +220,7 @@ func BenchmarkOpen(b *testing.B) {
 	if err, ok := failed.Load().(error); ok {
 		b.Fatal(err)
 	}
-	b.ResetTimer()
-	i := 0
-	for b.Loop() {
-		rc, err := j.Open(b.Context(), ids[i%n])
-		if err != nil {
-			b.Fatal(err)
-		}
-		if _, err := io.Copy(io.Discard, rc); err != nil {
-			b.Fatal(err)
-		}
-		if err := rc.Close(); err != nil {
-			b.Fatal(err)
-		}
-		i++
-	}
+	return j, ids
 }
 
 // BenchmarkRestart measures what a restart of `lifeline serve` costs the

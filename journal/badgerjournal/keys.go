@@ -64,8 +64,14 @@ const (
 	keyEvSeq   = "_ev"
 )
 
-// formatVersion is stored under _format; Open refuses a journal with another one.
-const formatVersion = 2
+// formatVersion is stored under _format; Open refuses a journal with another
+// one, except that it takes a journal of format 2 (before S2 chunks, see
+// chunk.go) and marks it 3: it reads its zstd chunks as they are, while a
+// program that reads only format 2 must not open it once it holds S2 chunks.
+const (
+	formatVersion    = 3
+	formatVersionOld = 2
+)
 
 // maxNameLen bounds mailbox names and indexed Message-IDs, which are part of
 // keys (Badger's limit is 64 KB; long keys cost on every look-up).

@@ -201,7 +201,7 @@ func (r *bodyReader) loadIn(txn *badger.Txn) error {
 	}
 	err = item.Value(func(v []byte) error {
 		var err error
-		r.buf, err = r.j.dec.DecodeAll(v, r.buf[:0])
+		r.buf, err = r.j.decodeChunk(r.buf, v)
 		return err
 	})
 	if err != nil {

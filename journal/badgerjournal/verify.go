@@ -288,7 +288,7 @@ func (v *verifier) body(id journal.ID, rec *record) error {
 		}
 		err = item.Value(func(val []byte) error {
 			var err error
-			v.buf, err = v.j.dec.DecodeAll(val, v.buf[:0])
+			v.buf, err = v.j.decodeChunk(v.buf, val)
 			return err
 		})
 		if err != nil {

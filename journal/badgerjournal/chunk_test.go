@@ -1,0 +1,153 @@
+package badgerjournal
+
+import (
+	"bytes"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/lifelinemail/lifeline/journal"
+)
+
+// chunksOf returns the stored (compressed) chunks of message id.
+func chunksOf(t *testing.T, j *Journal, id journal.ID) [][]byte {
+	t.Helper()
+	var out [][]byte
+	err := j.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(messageKey(id))
+		if err != nil {
+			return err
+		}
+		var h recordHead
+		if err := item.Value(func(v []byte) error { h, err = decodeRecordHead(v); return err }); err != nil {
+			return err
+		}
+		for i := range h.Chunks {
+			item, err := txn.Get(chunkKey(h.Body, i))
+			if err != nil {
+				return err
+			}
+			v, err := item.ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			out = append(out, v)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestChunkCodecs: chunks of at most smallChunk raw bytes are stored as S2,
+// larger ones as zstd frames, and every size reads back exactly.
+func TestChunkCodecs(t *testing.T) {
+	j := openTest(t, t.TempDir(), Options{})
+	defer closeTest(t, j)
+	r := rand.New(rand.NewPCG(1, 2))
+	chunk := j.opts.ChunkSize
+	for _, size := range []int{1, 4096, smallChunk, smallChunk + 1, chunk, chunk + 100, 2*chunk + smallChunk + 7} {
+		body := make([]byte, size)
+		for i := range body {
+			body[i] = "abc de\r\nfgh"[r.IntN(11)] // compressible, not trivially
+		}
+		body = append([]byte("Subject: x\r\n\r\n"), body...)
+		res, err := j.Append(t.Context(), testEnv("rcpt@example.com"), bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := readAll(t, j, res.ID); !bytes.Equal(got, body) {
+			t.Fatalf("size %d: read %d bytes, not what was appended", len(body), len(got))
+		}
+		chunks := chunksOf(t, j, res.ID)
+		for i, c := range chunks {
+			raw := min(chunk, len(body)-i*chunk)
+			if s2 := c[0] == chunkS2; s2 != (raw <= smallChunk) {
+				t.Errorf("size %d, chunk %d of %d raw bytes: stored as S2 %v", len(body), i, raw, s2)
+			}
+		}
+	}
+	if problems, err := j.Verify(t.Context()); err != nil || len(problems) > 0 {
+		t.Fatalf("Verify: %v %v", problems, err)
+	}
+}
+
+// TestFormat2Upgrade: a journal of format 2, whose small chunks are zstd
+// frames, opens, reads as before and is marked format 3.
+func TestFormat2Upgrade(t *testing.T) {
+	dir := t.TempDir()
+	j := openTest(t, dir, Options{})
+	body := []byte("Subject: old\r\n\r\nwritten by a program of format 2\r\n")
+	res, err := j.Append(t.Context(), testEnv("rcpt@example.com"), bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What format 2 stored: the chunk as a zstd frame.
+	err = j.db.Update(func(txn *badger.Txn) error {
+		item, err := txn.Get(messageKey(res.ID))
+		if err != nil {
+			return err
+		}
+		var h recordHead
+		if err := item.Value(func(v []byte) error { h, err = decodeRecordHead(v); return err }); err != nil {
+			return err
+		}
+		if err := txn.Set(chunkKey(h.Body, 0), j.enc.EncodeAll(body, nil)); err != nil {
+			return err
+		}
+		return txn.Set([]byte(keyFormat), encodeUint64(formatVersionOld))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closeTest(t, j)
+
+	j = openTest(t, dir, Options{})
+	defer closeTest(t, j)
+	if c := chunksOf(t, j, res.ID); c[0][0] == chunkS2 {
+		t.Fatal("the test did not store a zstd chunk")
+	}
+	if got := readAll(t, j, res.ID); !bytes.Equal(got, body) {
+		t.Fatalf("read %q, want %q", got, body)
+	}
+	var format uint64
+	err = j.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get([]byte(keyFormat))
+		if err != nil {
+			return err
+		}
+		return item.Value(func(v []byte) error { format, err = decodeUint64(v); return err })
+	})
+	if err != nil || format != formatVersion {
+		t.Fatalf("format after Open: %d %v, want %d", format, err, formatVersion)
+	}
+	if problems, err := j.Verify(t.Context()); err != nil || len(problems) > 0 {
+		t.Fatalf("Verify: %v %v", problems, err)
+	}
+}
+
+// FuzzChunk: any stored bytes decode or fail, never panic or inflate past
+// maxChunkSize; what encodeChunk stores decodes to itself.
+func FuzzChunk(f *testing.F) {
+	j, err := Open(f.TempDir(), Options{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { j.Close() })
+	f.Add([]byte("hello"), []byte{chunkS2, 5, 16, 'h', 'e', 'l', 'l', 'o'})
+	f.Add(bytes.Repeat([]byte("ab"), 40000), []byte{0x28, 0xb5, 0x2f, 0xfd, 0, 0})
+	f.Add([]byte{}, []byte{chunkS2, 0xff, 0xff, 0xff, 0xff, 0x0f})
+	f.Fuzz(func(t *testing.T, raw, stored []byte) {
+		if out, err := j.decodeChunk(nil, stored); err == nil && len(out) > maxChunkSize {
+			t.Fatalf("decoded %d bytes", len(out))
+		}
+		enc := j.encodeChunk(nil, raw)
+		out, err := j.decodeChunk(make([]byte, 0, 10), enc)
+		if err != nil || !bytes.Equal(out, raw) {
+			t.Fatalf("round trip of %d bytes: %v", len(raw), err)
+		}
+	})
+}
