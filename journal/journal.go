@@ -129,6 +129,28 @@ type MailboxItem struct {
 	ID       ID
 	Received time.Time
 	Size     int64
+	// Body is where the backend that listed the item keeps the message's
+	// bytes, for ItemOpener; zero when it does not say.
+	Body BodyRef
+}
+
+// BodyRef locates a message's stored bytes; only the backend that gave it
+// out reads it.
+type BodyRef struct {
+	N      uint64
+	Chunks uint32
+}
+
+// IsZero reports whether the ref says nothing.
+func (b BodyRef) IsZero() bool { return b == BodyRef{} }
+
+// ItemOpener is implemented by journals that open a listed message from its
+// MailboxItem faster than Open does from its ID (an IMAP FETCH of a whole
+// mailbox opens every message once). OpenItem reads the same bytes as
+// Open(ctx, it.ID); it may serve a message whose record a retention sweep
+// is removing at that moment, as a read begun just before would.
+type ItemOpener interface {
+	OpenItem(ctx context.Context, it MailboxItem) (io.ReadCloser, error)
 }
 
 // SweepResult reports what a retention sweep did.

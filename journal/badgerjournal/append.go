@@ -373,7 +373,7 @@ func (j *Journal) applyAppend(txn *badger.Txn, w *writes, id journal.ID, in *rec
 		mb.UIDNext++
 		mb.Messages++
 		w.set(mailboxKey(name), mb.encode())
-		w.set(uidKey(name, uid), item{ID: id, Received: received, Size: rec.Size}.encode())
+		w.set(uidKey(name, uid), item{ID: id, Received: received, Size: rec.Size, Body: rec.Body, Chunks: uint32(rec.Chunks)}.encode())
 		rec.Boxes = append(rec.Boxes, boxUID{Name: name, UID: uid})
 	}
 	st.Messages++

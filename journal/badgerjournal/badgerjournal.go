@@ -209,6 +209,7 @@ type Journal struct {
 
 var _ journal.Journal = (*Journal)(nil)
 var _ journal.MessageIDIndex = (*Journal)(nil)
+var _ journal.ItemOpener = (*Journal)(nil)
 
 // Open opens (creating if needed) the journal in dir. Badger locks the
 // directory: a second Open of it, in this process or another, fails.

@@ -208,23 +208,38 @@ type item struct {
 	ID       journal.ID
 	Received time.Time
 	Size     int64
+	// Body and Chunks repeat the record's, so that OpenItem reads the body
+	// without the record; items written by format 2 have neither (36 bytes).
+	Body   uint64
+	Chunks uint32
 }
 
+const (
+	itemLenOld = 36
+	itemLen    = 48
+)
+
 func (it item) encode() []byte {
-	b := append(make([]byte, 0, 36), it.ID[:]...)
+	b := append(make([]byte, 0, itemLen), it.ID[:]...)
 	b = binary.BigEndian.AppendUint64(b, uint64(it.Received.Unix()))
 	b = binary.BigEndian.AppendUint32(b, uint32(it.Received.Nanosecond()))
-	return binary.BigEndian.AppendUint64(b, uint64(it.Size))
+	b = binary.BigEndian.AppendUint64(b, uint64(it.Size))
+	b = binary.BigEndian.AppendUint64(b, it.Body)
+	return binary.BigEndian.AppendUint32(b, it.Chunks)
 }
 
 func decodeItem(b []byte) (item, error) {
-	if len(b) != 36 {
+	if len(b) != itemLen && len(b) != itemLenOld {
 		return item{}, errors.New("bad mailbox item")
 	}
 	var it item
 	copy(it.ID[:], b)
 	it.Received = time.Unix(int64(binary.BigEndian.Uint64(b[16:])), int64(binary.BigEndian.Uint32(b[24:])))
 	it.Size = int64(binary.BigEndian.Uint64(b[28:]))
+	if len(b) == itemLen {
+		it.Body = binary.BigEndian.Uint64(b[36:])
+		it.Chunks = binary.BigEndian.Uint32(b[44:])
+	}
 	return it, nil
 }
 

@@ -219,6 +219,8 @@ func (v *verifier) record(id journal.ID, rec *record) error {
 		it, err := decodeItem(val)
 		if err != nil || it.ID != id || it.Size != rec.Size || !it.Received.Equal(rec.Env.Received) {
 			v.add(id, "mailbox %q UID %d holds another message or a wrong summary", b.Name, b.UID)
+		} else if it.Body != 0 && (it.Body != rec.Body || int(it.Chunks) != rec.Chunks) {
+			v.add(id, "mailbox %q UID %d points to body %d (%d chunks), the record to %d (%d)", b.Name, b.UID, it.Body, it.Chunks, rec.Body, rec.Chunks)
 		}
 	}
 	for m := range want {

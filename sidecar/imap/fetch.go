@@ -63,11 +63,11 @@ func (ss *session) Fetch(w *imapserver.FetchWriter, set goimap.NumSet, options *
 			}
 		}()
 		if len(options.BodySection) > 0 || len(options.BinarySection) > 0 || len(options.BinarySectionSize) > 0 {
-			ids, sizes := make([]journal.ID, len(idx)), make([]int64, len(idx))
+			items := make([]journal.MailboxItem, len(idx))
 			for k, i := range idx {
-				ids[k], sizes[k] = v.msgs[i].id, v.msgs[i].size
+				items[k] = v.msgs[i].item()
 			}
-			f.pf = newPrefetcher(ctx, ss, ids, sizes)
+			f.pf = newPrefetcher(ctx, ss, items)
 			defer f.pf.stop()
 		}
 		for k, i := range idx {
@@ -283,7 +283,7 @@ func (f *fetcher) header(ctx context.Context, md *msgData) error {
 	if md.hdrLoaded {
 		return nil
 	}
-	rc, err := f.open(ctx, md.m.id)
+	rc, err := f.open(ctx, md.m)
 	if err != nil {
 		return err
 	}
@@ -299,8 +299,8 @@ func (f *fetcher) header(ctx context.Context, md *msgData) error {
 }
 
 // readSpan reads up to limit bytes of [start, end) of the message.
-func (f *fetcher) readSpan(ctx context.Context, id journal.ID, start, end, limit int64) ([]byte, error) {
-	rc, err := f.open(ctx, id)
+func (f *fetcher) readSpan(ctx context.Context, m *vmsg, start, end, limit int64) ([]byte, error) {
+	rc, err := f.open(ctx, m)
 	if err != nil {
 		return nil, err
 	}
@@ -348,7 +348,7 @@ func (f *fetcher) planBody(ctx context.Context, md *msgData, s *goimap.FetchItem
 				e := &part.Children[0]
 				switch {
 				case fields:
-					h, err := f.readSpan(ctx, md.m.id, e.HeaderStart, e.BodyStart, maxHeaderKept)
+					h, err := f.readSpan(ctx, md.m, e.HeaderStart, e.BodyStart, maxHeaderKept)
 					if err != nil {
 						return p, err
 					}
@@ -420,7 +420,7 @@ func (f *fetcher) planBinary(ctx context.Context, md *msgData, path []int, parti
 	if p.decode != "" && p.decode != "7bit" && p.decode != "8bit" && p.decode != "binary" {
 		// The literal's size must be known before it is sent: decode once
 		// to count.
-		rc, err := f.open(ctx, md.m.id)
+		rc, err := f.open(ctx, md.m)
 		if err != nil {
 			return p, err
 		}
@@ -462,7 +462,7 @@ func (f *fetcher) stream(ctx context.Context, lw io.WriteCloser, m *vmsg, p plan
 	if p.data != nil {
 		_, err = cw.Write(p.data)
 	} else if p.size > 0 {
-		err = f.copySpan(ctx, cw, m.id, p)
+		err = f.copySpan(ctx, cw, m, p)
 	}
 	var ne net.Error
 	if err != nil && (errors.As(err, &ne) || errors.Is(err, net.ErrClosed) || cw.werr != nil) {
@@ -478,12 +478,12 @@ func (f *fetcher) stream(ctx context.Context, lw io.WriteCloser, m *vmsg, p plan
 	return lw.Close()
 }
 
-func (f *fetcher) copySpan(ctx context.Context, w io.Writer, id journal.ID, p plan) error {
-	if b := f.aheadBytes(id); b != nil && p.decode == "" && p.end <= int64(len(b)) && p.size == p.end-p.start {
+func (f *fetcher) copySpan(ctx context.Context, w io.Writer, m *vmsg, p plan) error {
+	if b := f.aheadBytes(m.id); b != nil && p.decode == "" && p.end <= int64(len(b)) && p.size == p.end-p.start {
 		_, err := w.Write(b[p.start:p.end])
 		return err
 	}
-	rc, err := f.open(ctx, id)
+	rc, err := f.open(ctx, m)
 	if err != nil {
 		return err
 	}

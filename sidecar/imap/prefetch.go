@@ -47,22 +47,21 @@ type prefetcher struct {
 	ss     *session
 	ctx    context.Context
 	cancel context.CancelFunc
-	ids    []journal.ID // per position in the command; zero: not read ahead
-	sizes  []int64
-	items  []*prefetched // per position, set when started
-	next   int           // next position to start
-	todo   chan int      // positions for the workers; nil until the first
+	msgs   []journal.MailboxItem // per position in the command; zero ID: not read ahead
+	items  []*prefetched         // per position, set when started
+	next   int                   // next position to start
+	todo   chan int              // positions for the workers; nil until the first
 	wg     sync.WaitGroup
 }
 
-// newPrefetcher returns a prefetcher for messages ids (by position), or nil
+// newPrefetcher returns a prefetcher for messages msgs (by position), or nil
 // when there is nothing to read ahead.
-func newPrefetcher(ctx context.Context, ss *session, ids []journal.ID, sizes []int64) *prefetcher {
-	if len(ids) < 2 {
+func newPrefetcher(ctx context.Context, ss *session, msgs []journal.MailboxItem) *prefetcher {
+	if len(msgs) < 2 {
 		return nil // nothing to overlap with
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	return &prefetcher{ss: ss, ctx: ctx, cancel: cancel, ids: ids, sizes: sizes, items: make([]*prefetched, len(ids))}
+	return &prefetcher{ss: ss, ctx: ctx, cancel: cancel, msgs: msgs, items: make([]*prefetched, len(msgs))}
 }
 
 // get returns the message at position k of the command read whole, or nil;
@@ -73,7 +72,7 @@ func (p *prefetcher) get(k int) *prefetched {
 	if p == nil {
 		return nil
 	}
-	for p.next < len(p.ids) && p.next < k+prefetchWindow {
+	for p.next < len(p.msgs) && p.next < k+prefetchWindow {
 		p.start(p.next)
 		p.next++
 	}
@@ -86,7 +85,7 @@ func (p *prefetcher) get(k int) *prefetched {
 }
 
 func (p *prefetcher) start(k int) {
-	if p.ids[k].IsZero() || p.sizes[k] > prefetchMax {
+	if p.msgs[k].ID.IsZero() || p.msgs[k].Size > prefetchMax {
 		return
 	}
 	if p.todo == nil {
@@ -120,12 +119,13 @@ func (p *prefetcher) readItem(k int) {
 			it.buf = nil
 		}
 	}()
-	it.buf = p.read(p.ids[k], p.sizes[k])
+	it.buf = p.read(p.msgs[k])
 }
 
 // read reads message id whole, or returns nil.
-func (p *prefetcher) read(id journal.ID, size int64) *[]byte {
-	rc, err := p.ss.srv.opts.Journal.Open(p.ctx, id)
+func (p *prefetcher) read(m journal.MailboxItem) *[]byte {
+	size := m.Size
+	rc, err := p.ss.srv.openItem(p.ctx, m)
 	if err != nil {
 		return nil
 	}
@@ -141,7 +141,7 @@ func (p *prefetcher) read(id journal.ID, size int64) *[]byte {
 		// left to the reading without read-ahead to report.
 		var one [1]byte
 		if n, rerr := rc.Read(one[:]); n != 0 || !errors.Is(rerr, io.EOF) {
-			err = fmt.Errorf("message %s longer than %d bytes", id, size)
+			err = fmt.Errorf("message %s longer than %d bytes", m.ID, size)
 		}
 	}
 	if cerr := rc.Close(); err == nil {
@@ -197,13 +197,23 @@ func (f *fetcher) aheadBytes(id journal.ID) []byte {
 
 // open opens message id for reading: from the buffer it was read ahead into,
 // or from the journal.
-func (f *fetcher) open(ctx context.Context, id journal.ID) (io.ReadCloser, error) {
-	if b := f.aheadBytes(id); b != nil {
+func (f *fetcher) open(ctx context.Context, m *vmsg) (io.ReadCloser, error) {
+	if b := f.aheadBytes(m.id); b != nil {
 		return io.NopCloser(bytes.NewReader(b)), nil
 	}
-	rc, err := f.ss.srv.opts.Journal.Open(ctx, id)
+	rc, err := f.ss.srv.openItem(ctx, m.item())
 	if err != nil {
 		return nil, fmt.Errorf("open: %w", err)
 	}
 	return rc, nil
+}
+
+// openItem opens a message of a view: from where the journal keeps its bytes
+// when the journal can (journal.ItemOpener, one lookup fewer per message),
+// else by ID.
+func (s *Server) openItem(ctx context.Context, m journal.MailboxItem) (io.ReadCloser, error) {
+	if o, ok := s.opts.Journal.(journal.ItemOpener); ok && !m.Body.IsZero() {
+		return o.OpenItem(ctx, m)
+	}
+	return s.opts.Journal.Open(ctx, m.ID)
 }

@@ -4,11 +4,16 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	goimap "github.com/emersion/go-imap/v2"
+
+	"github.com/lifelinemail/lifeline/journal"
+	"github.com/lifelinemail/lifeline/journal/badgerjournal"
 )
 
 // TestFetchReadAhead fetches a mailbox of messages below and above
@@ -109,5 +114,54 @@ func TestFetchSweptMeanwhile(t *testing.T) {
 		} else if strings.Trim(string(got), " ") != "" {
 			t.Errorf("swept message %d: %q, want spaces", i+1, got)
 		}
+	}
+}
+
+// countingJournal counts how messages are opened.
+type countingJournal struct {
+	*badgerjournal.Journal
+	opens, items atomic.Int64
+}
+
+func (c *countingJournal) Open(ctx context.Context, id journal.ID) (io.ReadCloser, error) {
+	c.opens.Add(1)
+	return c.Journal.Open(ctx, id)
+}
+
+func (c *countingJournal) OpenItem(ctx context.Context, it journal.MailboxItem) (io.ReadCloser, error) {
+	c.items.Add(1)
+	return c.Journal.OpenItem(ctx, it)
+}
+
+// TestFetchOpensItems: a FETCH of bodies opens every message from its
+// mailbox item (journal.ItemOpener), not by ID, small ones read ahead and
+// large ones streamed alike, and the bytes are the message's.
+func TestFetchOpensItems(t *testing.T) {
+	f := newFixture(t)
+	cj := &countingJournal{Journal: f.j}
+	big := "Subject: big\r\n\r\n" + strings.Repeat("large body line\r\n", 10000) // past prefetchMax
+	bodies := []string{"Subject: a\r\n\r\none\r\n", big, "Subject: c\r\n\r\nthree\r\n", "Subject: d\r\n\r\nfour\r\n"}
+	for _, b := range bodies {
+		appendMsg(t, f, b, "alice")
+	}
+	want := f.msgs["alice"] // the fixture's messages, then these
+	ts := startServer(t, f, "", func(o *Options) { o.Journal = cj }, nil)
+	c := login(t, ts.addr, "alice", nil)
+	selectBox(t, c, "INBOX")
+	cmd := c.Fetch(goimap.UIDSet{{Start: 1, Stop: 0}}, &goimap.FetchOptions{UID: true, BodySection: []*goimap.FetchItemBodySection{{Peek: true}}})
+	msgs, err := cmd.Collect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(msgs) != len(want) {
+		t.Fatalf("fetched %d messages, want %d", len(msgs), len(want))
+	}
+	for i, m := range msgs {
+		if got := m.FindBodySection(&goimap.FetchItemBodySection{Peek: true}); !bytes.Equal(got, want[i]) {
+			t.Errorf("message %d: %d bytes, want %d", i+1, len(got), len(want[i]))
+		}
+	}
+	if o, it := cj.opens.Load(), cj.items.Load(); o != 0 || it != int64(len(want)) {
+		t.Errorf("opened %d messages by ID and %d by item, want 0 and %d", o, it, len(want))
 	}
 }

@@ -54,6 +54,7 @@ type vmsg struct {
 	size     int64
 	received time.Time
 	flags    []string
+	body     journal.BodyRef // where the journal keeps the bytes (item), zero if unknown
 	// gone: no longer in the user's view (expunged by another session,
 	// swept by retention) and its EXPUNGE not sent yet, because the command
 	// in progress forbids it (RFC 3501 §7.4.1). Its data is still served
@@ -61,8 +62,13 @@ type vmsg struct {
 	gone bool
 }
 
+// item is what the journal needs to open the message.
+func (m *vmsg) item() journal.MailboxItem {
+	return journal.MailboxItem{UID: m.uid, ID: m.id, Size: m.size, Body: m.body}
+}
+
 func newVMsg(m userview.Message) *vmsg {
-	return &vmsg{uid: m.UID, id: m.ID, size: m.Size, received: m.Received, flags: m.Flags}
+	return &vmsg{uid: m.UID, id: m.ID, size: m.Size, received: m.Received, flags: m.Flags, body: m.Body}
 }
 
 // systemFlags are the flags of every mailbox (RFC 3501 §2.3.2); \Recent is
@@ -368,7 +374,7 @@ func (ss *session) newMail(ctx context.Context, v *view) ([]*vmsg, error) {
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, &vmsg{uid: it.UID, id: it.ID, size: it.Size, received: it.Received, flags: flags})
+		out = append(out, &vmsg{uid: it.UID, id: it.ID, size: it.Size, received: it.Received, flags: flags, body: it.Body})
 	}
 	return out, nil
 }

@@ -61,6 +61,9 @@ type Message struct {
 	Size     int64
 	Received time.Time
 	Flags    []string // system flags first, in a fixed order, then keywords sorted
+	// Body is where the journal keeps the message's bytes
+	// (journal.ItemOpener), zero if it does not say.
+	Body journal.BodyRef
 }
 
 // Store reads and writes users' views. It is safe for concurrent use. Flag
@@ -178,7 +181,7 @@ func (s *Store) Messages(ctx context.Context, mailbox string) ([]Message, error)
 		if st.Hidden {
 			return nil
 		}
-		out = append(out, Message{UID: it.UID, ID: it.ID, Size: it.Size, Received: it.Received, Flags: st.Flags})
+		out = append(out, Message{UID: it.UID, ID: it.ID, Size: it.Size, Received: it.Received, Flags: st.Flags, Body: it.Body})
 		return nil
 	})
 	if errors.Is(err, journal.ErrNotFound) {
