@@ -28,24 +28,31 @@ func every(ctx context.Context, interval time.Duration, fn func()) {
 }
 
 // runSweeper removes messages past retention every interval, first right away,
-// and then the users' flags of the removed messages (views may be nil).
-func runSweeper(ctx context.Context, j journal.Journal, views *userview.Store, retention, interval time.Duration, log *slog.Logger, m *metrics) {
-	every(ctx, interval, func() { sweepOnce(ctx, j, views, retention, log, m) })
+// and then the users' flags of the removed messages (views may be nil). The
+// horizon is wall time (clock, nil: time.Now), compared with the arrival
+// times in the journal: a step of the clock forward beyond the retention
+// removes every delivered message older than the new horizon, but never one
+// with a recipient in custody or retrying (the journal's Sweep keeps those).
+func runSweeper(ctx context.Context, j journal.Journal, views *userview.Store, retention, interval time.Duration, log *slog.Logger, m *metrics, clock func() time.Time) {
+	every(ctx, interval, func() { sweepOnce(ctx, j, views, retention, log, m, clock) })
 }
 
 // maxPruneMailboxes bounds the mailboxes remembered for one sweep's prune; the
 // rest are pruned by a later sweep, when they have fewer old messages left.
 const maxPruneMailboxes = 100_000
 
-func sweepOnce(ctx context.Context, j journal.Journal, views *userview.Store, retention time.Duration, log *slog.Logger, m *metrics) {
+func sweepOnce(ctx context.Context, j journal.Journal, views *userview.Store, retention time.Duration, log *slog.Logger, m *metrics, clock func() time.Time) {
 	defer func() {
 		if r := recover(); r != nil {
 			m.panics.WithLabelValues("retention").Inc()
 			log.Error("panic in retention sweep", "panic", fmt.Sprint(r))
 		}
 	}()
-	start := time.Now()
-	horizon := start.Add(-retention)
+	if clock == nil {
+		clock = time.Now
+	}
+	start := time.Now() // for the duration, on the monotonic clock
+	horizon := clock().Add(-retention)
 	// The journal does not say which mailboxes a sweep touched: note them
 	// first, among the messages the sweep may remove.
 	var swept map[string]struct{}

@@ -50,6 +50,13 @@ type Options struct {
 	// LogLevel, if set, is the level of Logger's handler; Reload sets it
 	// from the re-read config's log.level.
 	LogLevel *slog.LevelVar
+	// Clock is the wall clock of every decision that stores or compares
+	// wall time: the journal's times (arrival, state changes, UIDVALIDITY),
+	// outage transitions and maintenance windows, replay due times and
+	// give-up, the retention horizon. Timers and durations run on the
+	// monotonic clock and do not use it. Default time.Now; only the
+	// fault-injection hook (internal/faultclock) sets it.
+	Clock func() time.Time
 }
 
 // Run serves until ctx is cancelled, then shuts down: phase one stops taking
@@ -61,6 +68,10 @@ func Run(ctx context.Context, opts Options) (err error) {
 	if opts.Grace == 0 {
 		opts.Grace = 20 * time.Second
 	}
+	clock := opts.Clock
+	if clock == nil {
+		clock = time.Now
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := newMetrics(reg, opts.Version)
@@ -69,7 +80,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 	if err != nil {
 		return err
 	}
-	j, err := OpenJournal(cfg, log)
+	j, err := openJournal(cfg, log, clock)
 	if err != nil {
 		return err
 	}
@@ -79,7 +90,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 		}
 	}()
 
-	out, err := newOutage(cfg, j, log, reg, m)
+	out, err := newOutage(cfg, j, log, reg, m, clock)
 	if err != nil {
 		return err
 	}
@@ -110,6 +121,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 		ReadTimeout:      cfg.Milter.ReadTimeout.D(),
 		WriteTimeout:     cfg.Milter.WriteTimeout.D(),
 		ProgressInterval: cfg.Milter.ProgressInterval.D(),
+		Clock:            clock,
 	}
 	if cfg.Milter.OnJournalError == "tempfail" {
 		mopts.OnJournalError = milter.TempFail
@@ -148,7 +160,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 	mux.Handle("/v1/", api)
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 
-	ing, err := newIngest(cfg, j, resolver, out.monitor, out.replay.Wake, log, reg, m)
+	ing, err := newIngest(cfg, j, resolver, out.monitor, out.replay.Wake, log, reg, m, clock)
 	if err != nil {
 		return errors.Join(err, mln.Close(), hln.Close())
 	}
@@ -189,7 +201,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 	}()
 	go func() {
 		defer bgwg.Done()
-		runSweeper(bg, j, views, cfg.Journal.Retention.D(), cfg.Journal.SweepInterval.D(), log.With("component", "retention"), m)
+		runSweeper(bg, j, views, cfg.Journal.Retention.D(), cfg.Journal.SweepInterval.D(), log.With("component", "retention"), m, clock)
 	}()
 	go func() {
 		defer bgwg.Done()
@@ -269,7 +281,12 @@ func warnIfExposed(log *slog.Logger, what string, a net.Addr) {
 
 // OpenJournal opens the configured journal backend.
 func OpenJournal(cfg *config.Config, log *slog.Logger) (journal.Journal, error) {
-	j, err := badgerjournal.Open(cfg.Journal.Path, badgerjournal.Options{Logger: log.With("component", "journal"), MinFree: int64(cfg.Journal.MinFree)})
+	return openJournal(cfg, log, nil)
+}
+
+// openJournal opens the journal with a wall clock (nil: time.Now).
+func openJournal(cfg *config.Config, log *slog.Logger, clock func() time.Time) (journal.Journal, error) {
+	j, err := badgerjournal.Open(cfg.Journal.Path, badgerjournal.Options{Logger: log.With("component", "journal"), MinFree: int64(cfg.Journal.MinFree), Clock: clock})
 	if err != nil {
 		return nil, fmt.Errorf("opening journal %s: %w", cfg.Journal.Path, err)
 	}

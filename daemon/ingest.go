@@ -40,7 +40,7 @@ type ingestListener struct {
 
 // newIngest builds and binds what [ingest] and [policy] turn on.
 func newIngest(cfg *config.Config, j journal.Journal, resolver *addrmap.Map, monitor *health.Monitor,
-	wake func(server string), log *slog.Logger, reg prometheus.Registerer, m *metrics) (_ *ingestServers, err error) {
+	wake func(server string), log *slog.Logger, reg prometheus.Registerer, m *metrics, clock func() time.Time) (_ *ingestServers, err error) {
 	x := &ingestServers{log: log}
 	defer func() {
 		if err != nil {
@@ -63,6 +63,7 @@ func newIngest(cfg *config.Config, j journal.Journal, resolver *addrmap.Map, mon
 			MaxMessageSize: int64(cfg.Ingest.MaxMessageSize), MaxRecipients: cfg.Ingest.MaxRecipients,
 			ReadTimeout: cfg.Ingest.ReadTimeout.D(), WriteTimeout: cfg.Ingest.WriteTimeout.D(),
 			SpoolThreshold: int64(cfg.Milter.SpoolThreshold), SpoolDir: cfg.Milter.SpoolDir,
+			Clock: clock,
 			OnCustody: func(server string) {
 				if !monitor.InOutage(server) {
 					wake(server)

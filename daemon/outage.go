@@ -31,10 +31,14 @@ type outage struct {
 	notify  *notify.Notifier
 	// stats is the journal snapshot runStats keeps, for Status.
 	stats journalStats
+	clock func() time.Time // the wall clock (Options.Clock)
 }
 
-func newOutage(cfg *config.Config, j journal.Journal, log *slog.Logger, reg prometheus.Registerer, m *metrics) (_ *outage, err error) {
-	o := &outage{cfg: cfg, j: j, log: log}
+func newOutage(cfg *config.Config, j journal.Journal, log *slog.Logger, reg prometheus.Registerer, m *metrics, clock func() time.Time) (_ *outage, err error) {
+	if clock == nil {
+		clock = time.Now
+	}
+	o := &outage{cfg: cfg, j: j, log: log, clock: clock}
 	o.notify, err = notify.New(notify.Options{
 		Webhook:    cfg.Notify.Webhook,
 		Postmaster: cfg.Notify.Postmaster,
@@ -77,6 +81,7 @@ func newOutage(cfg *config.Config, j journal.Journal, log *slog.Logger, reg prom
 		Logger:       log.With("component", "health"),
 		Registerer:   reg,
 		Panics:       m.panics.WithLabelValues("health"),
+		Clock:        clock,
 		OnTransition: o.transition,
 	})
 	if err != nil {
@@ -104,6 +109,7 @@ func newOutage(cfg *config.Config, j journal.Journal, log *slog.Logger, reg prom
 		Logger:      log.With("component", "replay"),
 		Registerer:  reg,
 		Panics:      m.panics.WithLabelValues("replay"),
+		Clock:       clock,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("replay: %w", err)
@@ -168,7 +174,7 @@ func (o *outage) shutdown(ctx context.Context) error {
 // The admin API's Control.
 
 func (o *outage) Status(ctx context.Context) (admin.Status, error) {
-	st := admin.Status{Time: time.Now().UTC()}
+	st := admin.Status{Time: o.clock().UTC()}
 	progress := map[string]replay.ServerProgress{}
 	for _, p := range o.replay.Progress() {
 		progress[p.Server] = p

@@ -40,6 +40,9 @@ type LifelineOptions struct {
 	// Sidecar turns on the IMAP and POP3 servers of the continuity mailbox
 	// (see sidecar.go); nil turns them off.
 	Sidecar *SidecarOptions
+	// Env is added to `lifeline serve`'s environment ("KEY=value"), e.g.
+	// the fault-injection clock of TestFaultClockJump; restarts keep it.
+	Env []string
 }
 
 // Lifeline is a running `lifeline serve` with a generated config.
@@ -66,6 +69,7 @@ type Lifeline struct {
 	PasswdFile            string // [auth] passwd_file
 
 	sidecar *SidecarOptions
+	env     []string // LifelineOptions.Env
 	proc    *process
 }
 
@@ -94,6 +98,7 @@ func StartLifeline(tb TB, opts LifelineOptions) *Lifeline {
 		LogPath:    filepath.Join(dir, "lifeline.log"),
 		MilterAddr: fmt.Sprintf("tcp:127.0.0.1:%d", FreePort(tb)),
 		HTTPAddr:   fmt.Sprintf("127.0.0.1:%d", FreePort(tb)),
+		env:        opts.Env,
 	}
 	mkdirs(tb, dir)
 	if opts.Outage != nil {
@@ -153,7 +158,7 @@ level = %s
 
 func (l *Lifeline) start(tb TB) {
 	tb.Helper()
-	p, err := startProcess("lifeline serve", l.LogPath, os.Environ(), l.Bin, "serve", "-c", l.ConfigPath)
+	p, err := startProcess("lifeline serve", l.LogPath, append(os.Environ(), l.env...), l.Bin, "serve", "-c", l.ConfigPath)
 	if err != nil {
 		tb.Fatalf("e2e: %v", err)
 	}

@@ -101,6 +101,9 @@ type Options struct {
 	// route to custody a moment before the outage ended, and replay must
 	// not wait for its next rescan.
 	OnCustody func(server string)
+	// Clock gives Envelope.Received, the wall time the retention sweep and
+	// replay's give-up measure from. Default time.Now.
+	Clock func() time.Time
 }
 
 // ErrServerClosed is returned by Serve after Shutdown.
@@ -135,6 +138,9 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.Domain == "" {
 		opts.Domain = "localhost"
+	}
+	if opts.Clock == nil {
+		opts.Clock = time.Now
 	}
 	if opts.MaxMessageSize <= 0 {
 		opts.MaxMessageSize = 64 << 20
@@ -596,7 +602,7 @@ func (se *session) takeOver(id journal.ID, i int, rc rcpt) (string, error) {
 }
 
 func (se *session) envelope(state journal.State, rcpts []rcpt) journal.Envelope {
-	env := journal.Envelope{MailFrom: se.from, Received: time.Now(), Source: "lmtp", Recipients: make([]journal.Recipient, len(rcpts))}
+	env := journal.Envelope{MailFrom: se.from, Received: se.srv.opts.Clock(), Source: "lmtp", Recipients: make([]journal.Recipient, len(rcpts))}
 	for i, rc := range rcpts {
 		env.Recipients[i] = journal.Recipient{Address: rc.addr, Mailboxes: rc.mailboxes, Server: rc.server, State: state}
 	}

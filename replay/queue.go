@@ -337,7 +337,7 @@ func (q *queue) pass(ctx context.Context) passResult {
 				oldestID = it.ID
 			}
 			res.backlog++
-			if it.NextAttempt.After(now) {
+			if q.r.waiting(it.NextAttempt, now) {
 				if res.nextDue.IsZero() || it.NextAttempt.Before(res.nextDue) {
 					res.nextDue = it.NextAttempt
 				}
@@ -403,6 +403,22 @@ func (q *queue) pass(ctx context.Context) passResult {
 		res.oldest = q.oldest(ctx, res.backlog, oldestID)
 	}
 	return res
+}
+
+// waiting reports whether a recipient whose next attempt is at next must
+// still wait at now. NextAttempt is wall time kept in the journal, while no
+// backoff this Replayer writes lies more than RetryMax plus the jitter's
+// 25 % ahead of the clock. A next attempt further ahead than that was written
+// before the wall clock stepped back (NTP, a resumed VM, an operator's date
+// command): waiting for it would stall the recipient for the length of the
+// step, a day for a day's step, while the server takes mail. It is due now;
+// at worst one attempt comes early, and its outcome writes a NextAttempt on
+// the clock as it is now.
+func (r *Replayer) waiting(next, now time.Time) bool {
+	if !next.After(now) {
+		return false
+	}
+	return next.Sub(now) <= r.opts.RetryMax+r.opts.RetryMax/4
 }
 
 // stopped reports whether a worker saw a reason to stop dispatching: an

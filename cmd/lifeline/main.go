@@ -24,6 +24,7 @@ import (
 	"github.com/lifelinemail/lifeline/config"
 	"github.com/lifelinemail/lifeline/daemon"
 	"github.com/lifelinemail/lifeline/export"
+	"github.com/lifelinemail/lifeline/internal/faultclock"
 	"github.com/lifelinemail/lifeline/journal"
 	"github.com/lifelinemail/lifeline/tlsconf"
 )
@@ -240,8 +241,21 @@ func cmdServe(args []string, stderr io.Writer) error {
 			}
 		}()
 	}
+	// A fault-injection hook for the e2e suite (TestFaultClockJump), not an
+	// operator feature: the wall clock runs at the offset written in the
+	// file, so that the test makes it jump without touching the machine's.
+	var clock func() time.Time
+	if path := os.Getenv(faultclock.EnvVar); path != "" {
+		fc, err := faultclock.New(path, log.With("component", "faultclock"))
+		if err != nil {
+			return fmt.Errorf("%s: %w", faultclock.EnvVar, err)
+		}
+		log.Warn("fault injection: the wall clock follows the offset in "+faultclock.EnvVar+"; never set it in production",
+			"file", path, "offset", fc.Offset().String())
+		clock = fc.Now
+	}
 	return daemon.Run(ctx, daemon.Options{Config: cfg, Logger: log, Version: getVersion(), Reload: reload,
-		ReloadConfig: func() (*config.Config, error) { return config.Load(*cfgPath) }, LogLevel: level})
+		ReloadConfig: func() (*config.Config, error) { return config.Load(*cfgPath) }, LogLevel: level, Clock: clock})
 }
 
 func cmdCheckConfig(args []string, stdout, stderr io.Writer) error {
