@@ -33,8 +33,10 @@ vet:
 
 # Benchmarks, each printed beside its baseline: journal appends against the
 # disk's own write+fsync rate, then Postfix -> Dovecot throughput with the
-# milter against without it, then fetching a 10,000-message mailbox over IMAP
-# from Lifeline against from Dovecot (needs root: it starts Postfix and Dovecot).
+# milter against without it, fetching a 10,000-message mailbox over IMAP from
+# Lifeline against from Dovecot, and giving 5,000 held messages back to
+# Dovecot against Postfix's own LMTP delivery of them (needs root: it starts
+# Postfix and Dovecot). docs/benchmarks.md holds the figures of one run.
 bench:
 	$(GO) test -run '^$$' -bench '^BenchmarkAppend$$' -benchtime 2000x ./journal/...
 	$(GO) test -run '^$$' -bench '^BenchmarkAppend50MB$$' -benchtime 3x ./journal/...
@@ -46,6 +48,7 @@ bench:
 	$(GO) test -run '^$$' -bench '^BenchmarkIngest' ./ingest
 	$(GO) run ./e2e/mtabench $(BENCHFLAGS)
 	$(GO) run ./e2e/imapbench $(IMAPBENCHFLAGS)
+	$(GO) run ./e2e/replaybench -pairs 3 -count 5000 $(REPLAYBENCHFLAGS)
 
 # Run every fuzz target for FUZZTIME each.
 fuzz:
