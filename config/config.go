@@ -136,7 +136,16 @@ type Window struct {
 
 // Replay configures how custody mail is given back after an outage.
 type Replay struct {
-	Concurrency int      `toml:"concurrency"`   // parallel connections per server (default 4)
+	// Concurrency is the parallel connections per server, default 10: a
+	// mailbox server's LMTP delivery waits on its disk per message, so
+	// parallel transactions are what make its throughput (Dovecot on 2
+	// cores, replaybench, 3,000 messages of 4 KiB, against Postfix's own
+	// delivery at its default 20 per destination: 0.93 at 4, 1.21 at 10, 1.11
+	// at 16). Half of Postfix's limit leaves the recovering server room for
+	// the live mail Postfix delivers at the same time; lower it for a server
+	// that limits connections per client address (Exchange's receive
+	// connectors: 20 by default).
+	Concurrency int      `toml:"concurrency"`
 	Rate        float64  `toml:"rate"`          // messages/s per server, 0 = unlimited
 	RetryMin    Duration `toml:"retry_min"`     // first retry delay (default 30s), doubling
 	RetryMax    Duration `toml:"retry_max"`     // longest retry delay (default 30m)
@@ -389,7 +398,7 @@ func (c *Config) applyDefaults(dir string) {
 	}
 	r := &c.Replay
 	if r.Concurrency == 0 {
-		r.Concurrency = 4
+		r.Concurrency = 10
 	}
 	if r.RetryMin == 0 {
 		r.RetryMin = Duration(30 * time.Second)

@@ -339,7 +339,7 @@ submit = "tcp:127.0.0.1:10026"
 	if len(c.Windows) != 1 || c.Windows[0].End.Sub(c.Windows[0].Start) != 2*time.Hour {
 		t.Errorf("windows: %+v", c.Windows)
 	}
-	if c.Replay.Concurrency != 4 || !*c.Replay.DSN || c.Replay.RetryMin.D() != 30*time.Second {
+	if c.Replay.Concurrency != 10 || !*c.Replay.DSN || c.Replay.RetryMin.D() != 30*time.Second {
 		t.Errorf("replay defaults: %+v", c.Replay)
 	}
 	if c.HTTP.AdminTokenFile != "/var/lib/lifeline/admin.token" {

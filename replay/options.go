@@ -56,7 +56,7 @@ type Options struct {
 	Reinject string
 
 	// Concurrency is the number of parallel transactions (and connections)
-	// per server. Default 4.
+	// per server. Default 10 (see config.Replay).
 	Concurrency int
 	// Rate caps the transactions (messages) per second per server; 0 means
 	// no cap.
@@ -149,7 +149,7 @@ func (o *Options) setDefaults() error {
 		}
 	}
 	if o.Concurrency <= 0 {
-		o.Concurrency = 4
+		o.Concurrency = 10
 	}
 	if o.Rate < 0 {
 		errs = append(errs, fmt.Errorf("replay: negative rate %v", o.Rate))
