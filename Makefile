@@ -36,7 +36,8 @@ vet:
 # milter against without it, fetching a 10,000-message mailbox over IMAP from
 # Lifeline against from Dovecot, and giving 5,000 held messages back to
 # Dovecot against Postfix's own LMTP delivery of them (needs root: it starts
-# Postfix and Dovecot). docs/benchmarks.md holds the figures of one run.
+# Postfix and Dovecot), and journal bytes on disk per byte of mail.
+# docs/benchmarks.md holds the figures of one run.
 bench:
 	$(GO) test -run '^$$' -bench '^BenchmarkAppend$$' -benchtime 2000x ./journal/...
 	$(GO) test -run '^$$' -bench '^BenchmarkAppend50MB$$' -benchtime 3x ./journal/...
@@ -48,7 +49,8 @@ bench:
 	$(GO) test -run '^$$' -bench '^BenchmarkIngest' ./ingest
 	$(GO) run ./e2e/mtabench $(BENCHFLAGS)
 	$(GO) run ./e2e/imapbench $(IMAPBENCHFLAGS)
-	$(GO) run ./e2e/replaybench -pairs 3 -count 5000 $(REPLAYBENCHFLAGS)
+	$(GO) run ./e2e/replaybench -pairs 3 -count 5000 -in-flow-delay 0s $(REPLAYBENCHFLAGS)
+	LIFELINE_CAPACITY_N=3000 $(GO) test -count=1 -v -run '^TestCapacityJournal$$' ./e2e/
 
 # Run every fuzz target for FUZZTIME each.
 fuzz:
