@@ -153,6 +153,16 @@ type ItemOpener interface {
 	OpenItem(ctx context.Context, it MailboxItem) (io.ReadCloser, error)
 }
 
+// ItemReader is implemented by journals that read a small listed message
+// whole into a caller's buffer more cheaply than through a reader (no reader,
+// no buffer of its own, no copy): what a FETCH reading ahead wants.
+// ReadItem appends the message to dst[:0] and returns it; ok is false when
+// the journal cannot do that for this item (no body place, several chunks),
+// and the caller then opens it.
+type ItemReader interface {
+	ReadItem(ctx context.Context, it MailboxItem, dst []byte) (msg []byte, ok bool, err error)
+}
+
 // SweepResult reports what a retention sweep did.
 type SweepResult struct {
 	Removed int // messages removed

@@ -210,6 +210,7 @@ type Journal struct {
 var _ journal.Journal = (*Journal)(nil)
 var _ journal.MessageIDIndex = (*Journal)(nil)
 var _ journal.ItemOpener = (*Journal)(nil)
+var _ journal.ItemReader = (*Journal)(nil)
 
 // Open opens (creating if needed) the journal in dir. Badger locks the
 // directory: a second Open of it, in this process or another, fails.

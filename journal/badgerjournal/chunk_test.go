@@ -202,6 +202,22 @@ func TestOpenItem(t *testing.T) {
 		old := it
 		old.Body = journal.BodyRef{}
 		check(old)
+		// ReadItem: messages of one chunk whole, into the buffer given.
+		b, ok, err := j.ReadItem(t.Context(), it, make([]byte, 0, 8))
+		if ok != (it.Body.Chunks == 1) || err != nil {
+			t.Fatalf("UID %d of %d chunks: ReadItem ok %v, %v", it.UID, it.Body.Chunks, ok, err)
+		}
+		if ok && !bytes.Equal(b, readAll(t, j, it.ID)) {
+			t.Fatalf("UID %d: ReadItem read %d bytes, not the message", it.UID, len(b))
+		}
+		if _, ok, _ := j.ReadItem(t.Context(), old, nil); ok {
+			t.Fatalf("UID %d: ReadItem without a body place", it.UID)
+		}
+		wrong := it
+		wrong.Size++
+		if _, ok, err := j.ReadItem(t.Context(), wrong, nil); ok && err == nil {
+			t.Fatalf("UID %d: ReadItem of a wrong size succeeded", it.UID)
+		}
 	}
 
 	// An entry as format 2 wrote it lists without a body and still opens.
@@ -245,5 +261,8 @@ func TestOpenItem(t *testing.T) {
 	}
 	if _, err := j.OpenItem(t.Context(), items[4]); !errors.Is(err, journal.ErrNotFound) {
 		t.Fatalf("OpenItem of a swept message: %v", err)
+	}
+	if _, ok, err := j.ReadItem(t.Context(), items[0], nil); !ok || !errors.Is(err, journal.ErrNotFound) {
+		t.Fatalf("ReadItem of a swept message: %v %v", ok, err)
 	}
 }

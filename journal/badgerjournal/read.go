@@ -117,6 +117,37 @@ func (j *Journal) OpenItem(ctx context.Context, it journal.MailboxItem) (io.Read
 	return r, nil
 }
 
+// ReadItem implements journal.ItemReader for messages of one chunk: one
+// lookup, decoded straight into dst.
+func (j *Journal) ReadItem(ctx context.Context, it journal.MailboxItem, dst []byte) ([]byte, bool, error) {
+	if it.Body.IsZero() || it.Body.Chunks != 1 {
+		return nil, false, nil
+	}
+	if need := int(it.Size) + decodeSlack; cap(dst) < need {
+		dst = make([]byte, 0, need)
+	}
+	err := j.view(ctx, func(txn *badger.Txn) error {
+		item, err := txn.Get(chunkKey(it.Body.N, 0))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return fmt.Errorf("chunk 0 gone: %w", journal.ErrNotFound)
+		}
+		if err != nil {
+			return err
+		}
+		return item.Value(func(v []byte) error {
+			dst, err = j.decodeChunk(dst, v)
+			return err
+		})
+	})
+	if err == nil && int64(len(dst)) != it.Size {
+		err = fmt.Errorf("%d bytes stored, %d listed", len(dst), it.Size)
+	}
+	if err != nil {
+		return nil, true, fmt.Errorf("badgerjournal: read: message %s: %w", it.ID, err)
+	}
+	return dst, true, nil
+}
+
 // Structure implements journal.Journal. A structure stored by a parser whose
 // encoding this one does not read (mimestruct.ErrVersion) is reported as
 // journal.ErrNotFound, so that the caller parses the message again.

@@ -125,6 +125,19 @@ func (p *prefetcher) readItem(k int) {
 // read reads message id whole, or returns nil.
 func (p *prefetcher) read(m journal.MailboxItem) *[]byte {
 	size := m.Size
+	if r, ok := p.ss.srv.opts.Journal.(journal.ItemReader); ok {
+		bp := prefetchBufs.Get().(*[]byte)
+		b, done, err := r.ReadItem(p.ctx, m, (*bp)[:0])
+		switch {
+		case done && err == nil:
+			*bp = b
+			return bp
+		case done:
+			putPrefetchBuf(bp)
+			return nil
+		}
+		putPrefetchBuf(bp)
+	}
 	rc, err := p.ss.srv.openItem(p.ctx, m)
 	if err != nil {
 		return nil
