@@ -149,7 +149,7 @@ type Replay struct {
 	Rate        float64  `toml:"rate"`          // messages/s per server, 0 = unlimited
 	RetryMin    Duration `toml:"retry_min"`     // first retry delay (default 30s), doubling
 	RetryMax    Duration `toml:"retry_max"`     // longest retry delay (default 30m)
-	GiveUpAfter Duration `toml:"give_up_after"` // temporary failures become permanent after (default 5d)
+	GiveUpAfter Duration `toml:"give_up_after"` // temporary failures become permanent after this long of retrying (default 5d)
 	Mode        string   `toml:"mode"`          // "lmtp" (default) or "smtp" (re-inject into the MTA)
 	Reinject    string   `toml:"reinject"`      // smtp mode: the MTA's SMTP port without the milter
 	DSN         *bool    `toml:"dsn"`           // mail a DSN to the sender on permanent failure (default true)

@@ -39,8 +39,10 @@
 // reply → retrying at now + RetryMin·2^attempts (capped at RetryMax, ±25 %
 // jitter), with the mailboxes that did accept it added to Done so that a
 // retry never sends them a second copy; otherwise (5xx) → failed. A
-// recipient still temporary GiveUpAfter after its message arrived fails
-// ("gave up after ..."). All outcomes of one transaction are written with
+// recipient still temporary after GiveUpAfter of retrying, counted by its
+// attempts and the backoffs between them (not by the wall clock since it
+// arrived: a long outage or a clock jump does not fail it), fails
+// ("gave up after N attempts over ..."). All outcomes of one transaction are written with
 // one Journal.Update (one durable write). If that write fails the outcome is
 // kept in memory and written before the message is tried again.
 //

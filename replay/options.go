@@ -66,8 +66,9 @@ type Options struct {
 	// attempt up to RetryMax, jittered by ±25 %. Defaults 30s and 30m.
 	RetryMin, RetryMax time.Duration
 	// GiveUpAfter fails a recipient that is still getting temporary errors
-	// this long after the MTA handed its message over (Envelope.Received),
-	// like Postfix's maximal_queue_lifetime. Default 5 days.
+	// after this long of retrying: from its first replay attempt, as the
+	// backoff schedule counts it (Replayer.retried), not from its arrival as
+	// Postfix's maximal_queue_lifetime does. Default 5 days.
 	GiveUpAfter time.Duration
 
 	// DSN sends an RFC 3464 delivery status notification to the envelope

@@ -236,6 +236,25 @@ func (r *Replayer) stopping() bool {
 // backoff is the delay before retry number attempts+1: RetryMin·2^attempts,
 // capped at RetryMax, then jittered by ±25 % so that recipients deferred
 // together do not come back together.
+// retried is how long the retry schedule has held a recipient whose
+// attempts failed attempts times before this one: the backoffs between them
+// without their jitter. GiveUpAfter is measured with it rather than with the
+// wall clock since the message arrived, for two reasons. Mail held in custody
+// through an outage longer than GiveUpAfter must not fail at the first 4xx
+// after the recovery (a busy server just back is the common case): the time
+// it spent in custody was not spent failing. And a wall clock that jumps
+// forward (NTP, a resumed VM) must not fail every retrying recipient at once:
+// attempts are counted, each after a backoff timed on the monotonic clock.
+func (r *Replayer) retried(attempts int) time.Duration {
+	var held time.Duration
+	d := r.opts.RetryMin
+	for i := 0; i < attempts && held < r.opts.GiveUpAfter; i++ {
+		held += d
+		d = min(2*d, r.opts.RetryMax)
+	}
+	return held
+}
+
 func (r *Replayer) backoff(attempts int) time.Duration {
 	d := r.opts.RetryMin
 	for i := 0; i < attempts && d < r.opts.RetryMax; i++ {

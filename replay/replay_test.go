@@ -434,17 +434,20 @@ func TestRcptRefused(t *testing.T) {
 	}
 }
 
-// A recipient still temporary after GiveUpAfter fails with "gave up".
+// A recipient still temporary after GiveUpAfter of retrying fails with
+// "gave up", after as many attempts as the backoffs take to add up to it:
+// 10+20+40+40 ms ≥ 100 ms after the 5th.
 func TestGiveUp(t *testing.T) {
 	j := newJournal(t)
 	f := newFakeLMTP(t, true)
 	f.setData("a@example.com", err452)
 	mta := newCaptureSMTP(t)
-	id := appendMsg(t, j, "sender@example.org", "gu", time.Now().Add(-6*24*time.Hour), custody("a@example.com"))
-	startReplayer(t, Options{Journal: j, Servers: lmtpServer(f), DSN: true, Submit: "tcp:" + mta.addr})
+	id := appendMsg(t, j, "sender@example.org", "gu", time.Now(), custody("a@example.com"))
+	startReplayer(t, Options{Journal: j, Servers: lmtpServer(f), DSN: true, Submit: "tcp:" + mta.addr,
+		RetryMin: 10 * time.Millisecond, RetryMax: 40 * time.Millisecond, GiveUpAfter: 100 * time.Millisecond})
 	rc := waitState(t, j, id, 0, journal.StateFailed)
-	if !strings.HasPrefix(rc.LastReply, "gave up after") {
-		t.Errorf("LastReply %q", rc.LastReply)
+	if !strings.HasPrefix(rc.LastReply, "gave up after 5 attempts") || rc.Attempts != 5 {
+		t.Errorf("LastReply %q after %d attempts", rc.LastReply, rc.Attempts)
 	}
 	eventually(t, "DSN", func() bool { return len(mta.messages()) == 1 })
 	if !bytes.Contains(mta.messages()[0].data, []byte("Status: 4.4.7")) {
@@ -535,5 +538,41 @@ func TestOptionsErrors(t *testing.T) {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not mention %q", err, want)
 		}
+	}
+}
+
+// Mail held in custody longer than GiveUpAfter (a long outage), or whose
+// clock says so after a jump, does not fail at its first 4xx: give-up counts
+// retrying, not the time since arrival.
+func TestNoGiveUpOnLongCustody(t *testing.T) {
+	j := newJournal(t)
+	f := newFakeLMTP(t, true)
+	f.setData("a@example.com", err452)
+	id := appendMsg(t, j, "sender@example.org", "old", time.Now().Add(-30*24*time.Hour), custody("a@example.com"))
+	startReplayer(t, Options{Journal: j, Servers: lmtpServer(f), RetryMin: time.Hour})
+	rc := waitState(t, j, id, 0, journal.StateRetrying)
+	if rc.Attempts != 1 || strings.HasPrefix(rc.LastReply, "gave up") {
+		t.Errorf("after one 452: %d attempts, %q", rc.Attempts, rc.LastReply)
+	}
+}
+
+func TestRetried(t *testing.T) {
+	r := &Replayer{opts: Options{RetryMin: 30 * time.Second, RetryMax: 30 * time.Minute, GiveUpAfter: 5 * 24 * time.Hour}}
+	for _, c := range []struct {
+		attempts int
+		want     time.Duration
+	}{
+		{0, 0},
+		{1, 30 * time.Second},
+		{3, 30*time.Second + time.Minute + 2*time.Minute},
+		{7, 30*time.Second + (1+2+4+8+16)*time.Minute + 30*time.Minute},
+	} {
+		if got := r.retried(c.attempts); got != c.want {
+			t.Errorf("retried(%d) = %v, want %v", c.attempts, got, c.want)
+		}
+	}
+	// About 5 days of 30-minute backoffs; the sum stops once it is there.
+	if got := r.retried(1 << 30); got < 5*24*time.Hour || got > 5*24*time.Hour+30*time.Minute {
+		t.Errorf("retried(2^30) = %v", got)
 	}
 }

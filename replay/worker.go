@@ -227,13 +227,9 @@ func (q *queue) decide(t target, rs []Reply, entry journal.Entry, now time.Time)
 		// RFC 2033 §4.2: a 2xx after DATA means this recipient has it.
 		ch.To = journal.StateDelivered
 	case anyTemp:
-		received := entry.Envelope.Received
-		if received.IsZero() {
-			received = entry.Stored
-		}
-		if now.Sub(received) >= q.r.opts.GiveUpAfter {
+		if held := q.r.retried(t.rc.Attempts); held >= q.r.opts.GiveUpAfter {
 			ch.To = journal.StateFailed
-			ch.Reply = fmt.Sprintf("gave up after %s: %s", roundDuration(now.Sub(received)), ch.Reply)
+			ch.Reply = fmt.Sprintf("gave up after %d attempts over %s: %s", t.rc.Attempts+1, roundDuration(held), ch.Reply)
 			return ch
 		}
 		ch.To = journal.StateRetrying
