@@ -15,18 +15,26 @@ import (
 	"github.com/lifelinemail/lifeline/sidecar/userview"
 )
 
-// A retention sweep also removes the flags users kept for the messages it
-// removed, and leaves those of the messages it kept.
-func TestSweepPrunesViews(t *testing.T) {
+// openTestJournal opens a journal in a temporary directory, closed when the
+// test ends.
+func openTestJournal(t *testing.T) *badgerjournal.Journal {
+	t.Helper()
 	j, err := badgerjournal.Open(t.TempDir(), badgerjournal.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() {
+	t.Cleanup(func() {
 		if err := j.Close(); err != nil {
 			t.Error(err)
 		}
-	}()
+	})
+	return j
+}
+
+// A retention sweep also removes the flags users kept for the messages it
+// removed, and leaves those of the messages it kept.
+func TestSweepPrunesViews(t *testing.T) {
+	j := openTestJournal(t)
 	ctx := context.Background()
 	add := func(age time.Duration, subject string) {
 		t.Helper()

@@ -11,7 +11,6 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/lifelinemail/lifeline/journal"
-	"github.com/lifelinemail/lifeline/journal/badgerjournal"
 )
 
 // The retention sweep measures its horizon on the daemon's wall clock: after
@@ -19,15 +18,7 @@ import (
 // the delivered copy, and keeps the messages with a recipient in custody or
 // retrying.
 func TestSweepClockJumpKeepsCustody(t *testing.T) {
-	j, err := badgerjournal.Open(t.TempDir(), badgerjournal.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := j.Close(); err != nil {
-			t.Error(err)
-		}
-	}()
+	j := openTestJournal(t)
 	ctx := context.Background()
 	now := time.Now()
 	add := func(subject string, state journal.State) journal.ID {
