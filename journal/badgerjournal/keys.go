@@ -22,8 +22,9 @@ import (
 //	e len(2) log seq(8)              -> event (journal.ControlStore)
 //	x len(2) message-id seq(8)       -> ID             by Message-ID
 //	b mailbox-name                   -> mailbox record (UIDVALIDITY, UIDNEXT, count)
-//	u len(2) mailbox-name uid(4)     -> mailbox item (ID, received, size)
-//	c body(8) chunk(4)               -> zstd frame of ChunkSize raw bytes (the last one shorter)
+//	u len(2) mailbox-name uid(4)     -> mailbox item (ID, received, size, body, chunks)
+//	c body(8) chunk(4)               -> ChunkSize raw bytes (the last one shorter), compressed:
+//	                                    a zstd frame, or 0x01 and an S2 block (chunk.go)
 //	p body(8)                        -> (empty) a body whose chunks are written but whose
 //	                                    message is not committed yet: in flight or orphaned
 //	_seq, _stats, _format, _bodyseq  -> counters and the format version
