@@ -38,13 +38,12 @@ func FuzzParse(f *testing.F) {
 		if len(m.Attachments) > MaxParts {
 			t.Fatalf("%d attachments", len(m.Attachments))
 		}
+		// Every tag and attribute of the sanitized HTML, parsed again, is
+		// one the policy allows (checkTags). Not a search for "javascript:"
+		// in the markup: the same words in the text of a message are
+		// harmless (the fuzzer found "jAvAsCript:0" as a text/html body).
 		if m.HTML != "" {
-			low := strings.ToLower(m.HTML)
-			for _, d := range []string{"<script", "<style", "<iframe", "<svg", "<form", "javascript:", "<object", "<embed", "<meta", "<base", "<link"} {
-				if strings.Contains(low, d) {
-					t.Fatalf("HTML contains %q: %s", d, m.HTML)
-				}
-			}
+			checkTags(t, m.HTML, false)
 		}
 		for _, a := range m.Attachments {
 			if strings.ContainsAny(a.Filename, "/\\\x00\r\n") {

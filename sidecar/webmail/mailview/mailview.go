@@ -175,7 +175,7 @@ func Parse(r io.Reader, opts Options) (*Message, error) {
 		}
 		m.Broken = true
 		p.fallback(raw.buf.Bytes(), true)
-		m.Text = strings.ToValidUTF8(p.text.String(), "\uFFFD")
+		m.Text = capUTF8(strings.ToValidUTF8(p.text.String(), "\uFFFD"), max, &p.textCut)
 		if p.textCut {
 			m.Text += truncNote
 			m.Truncated = true
@@ -214,18 +214,34 @@ func Parse(r io.Reader, opts Options) (*Message, error) {
 		// Replies quote Text, so an HTML-only message needs a text form.
 		p.text.WriteString(htmlToText(p.html.String(), max))
 	}
-	m.Text = strings.ToValidUTF8(p.text.String(), "\uFFFD")
+	m.Text = capUTF8(strings.ToValidUTF8(p.text.String(), "\uFFFD"), max, &p.textCut)
 	if p.textCut {
 		m.Text += truncNote
 		m.Truncated = true
 	}
 	if p.html.Len() > 0 && !opts.TextOnly {
-		m.HTML, m.HasRemoteImages = sanitizeHTML(strings.ToValidUTF8(p.html.String(), "\uFFFD"), opts)
+		m.HTML, m.HasRemoteImages = sanitizeHTML(capUTF8(strings.ToValidUTF8(p.html.String(), "\uFFFD"), max, &p.htmlCut), opts)
 		if p.htmlCut {
 			m.Truncated = true
 		}
 	}
 	return m, nil
+}
+
+// capUTF8 cuts s to at most max bytes at a character boundary and sets
+// *cut when it does. The parts are read up to max bytes each, but converting
+// them from their charset can make them longer (windows-1252 "–", one byte,
+// is three in UTF-8), and the limit is on what is kept.
+func capUTF8(s string, max int64, cut *bool) string {
+	if int64(len(s)) <= max {
+		return s
+	}
+	*cut = true
+	n := int(max)
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 // truncNote ends a Text cut at Options.MaxTextBytes.
