@@ -6,6 +6,7 @@ GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 LDFLAGS := -X main.version=$(VERSION)
 FUZZTIME ?= 20s
+export GO
 
 .PHONY: all build run test test-short bench fuzz vet capacity faults clean
 
@@ -52,26 +53,27 @@ bench:
 	$(GO) run ./e2e/replaybench -pairs 3 -count 5000 -in-flow-delay 0s $(REPLAYBENCHFLAGS)
 	LIFELINE_CAPACITY_N=3000 $(GO) test -count=1 -v -run '^TestCapacityJournal$$' ./e2e/
 
-# Run every fuzz target for FUZZTIME each.
+# Run every fuzz target for FUZZTIME each (.ci/fuzz: a failure is one with a
+# failing input); FUZZFLAGS adds go test flags, e.g. -fuzzminimizetime=2s.
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzSummary$$' -fuzztime $(FUZZTIME) ./journal
-	$(GO) test -run '^$$' -fuzz '^FuzzRebuild$$' -fuzztime $(FUZZTIME) ./milter
-	$(GO) test -run '^$$' -fuzz '^FuzzParseAliases$$' -fuzztime $(FUZZTIME) ./addrmap
-	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./config
-	$(GO) test -run '^$$' -fuzz '^FuzzRecord$$' -fuzztime $(FUZZTIME) ./journal/badgerjournal
-	$(GO) test -run '^$$' -fuzz '^FuzzChunk$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1x ./journal/badgerjournal
-	$(GO) test -run '^$$' -fuzz '^FuzzSession$$' -fuzztime $(FUZZTIME) ./sidecar/pop3
-	$(GO) test -run '^$$' -fuzz '^FuzzSession$$' -fuzztime $(FUZZTIME) ./sidecar/imap
-	$(GO) test -run '^$$' -fuzz '^FuzzParseLine$$' -fuzztime $(FUZZTIME) ./auth
-	$(GO) test -run '^$$' -fuzz '^FuzzVerifyHash$$' -fuzztime $(FUZZTIME) ./auth
-	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./mimestruct
-	$(GO) test -run '^$$' -fuzz '^FuzzUnmarshal$$' -fuzztime $(FUZZTIME) ./mimestruct
-	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./sidecar/webmail/mailview
-	$(GO) test -run '^$$' -fuzz '^FuzzParseRef$$' -fuzztime $(FUZZTIME) ./sidecar/webmail
-	$(GO) test -run '^$$' -fuzz '^FuzzQuery$$' -fuzztime $(FUZZTIME) ./sidecar/webmail
-	$(GO) test -run '^$$' -fuzz '^FuzzPolicyRequest$$' -fuzztime $(FUZZTIME) ./policy
-	$(GO) test -run '^$$' -fuzz '^FuzzIngestSession$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1x ./ingest
-	$(GO) test -run '^$$' -fuzz '^FuzzMetricNames$$' -fuzztime $(FUZZTIME) ./e2e
+	.ci/fuzz FuzzSummary ./journal $(FUZZTIME) $(FUZZFLAGS)
+	.ci/fuzz FuzzRebuild ./milter $(FUZZTIME) $(FUZZFLAGS)
+	.ci/fuzz FuzzParseAliases ./addrmap $(FUZZTIME) $(FUZZFLAGS)
+	.ci/fuzz FuzzParse ./config $(FUZZTIME) $(FUZZFLAGS)
+	.ci/fuzz FuzzRecord ./journal/badgerjournal $(FUZZTIME) $(FUZZFLAGS)
+	.ci/fuzz FuzzChunk ./journal/badgerjournal $(FUZZTIME) -fuzzminimizetime 1x $(FUZZFLAGS)
+	.ci/fuzz FuzzSession ./sidecar/pop3 $(FUZZTIME) $(FUZZFLAGS)
+	.ci/fuzz FuzzSession ./sidecar/imap $(FUZZTIME) $(FUZZFLAGS)
+	.ci/fuzz FuzzParseLine ./auth $(FUZZTIME) $(FUZZFLAGS)
+	.ci/fuzz FuzzVerifyHash ./auth $(FUZZTIME) $(FUZZFLAGS)
+	.ci/fuzz FuzzParse ./mimestruct $(FUZZTIME) $(FUZZFLAGS)
+	.ci/fuzz FuzzUnmarshal ./mimestruct $(FUZZTIME) $(FUZZFLAGS)
+	.ci/fuzz FuzzParse ./sidecar/webmail/mailview $(FUZZTIME) $(FUZZFLAGS)
+	.ci/fuzz FuzzParseRef ./sidecar/webmail $(FUZZTIME) $(FUZZFLAGS)
+	.ci/fuzz FuzzQuery ./sidecar/webmail $(FUZZTIME) $(FUZZFLAGS)
+	.ci/fuzz FuzzPolicyRequest ./policy $(FUZZTIME) $(FUZZFLAGS)
+	.ci/fuzz FuzzIngestSession ./ingest $(FUZZTIME) -fuzzminimizetime 1x $(FUZZFLAGS)
+	.ci/fuzz FuzzMetricNames ./e2e $(FUZZTIME) $(FUZZFLAGS)
 
 # The fault-injection suite in its long form (make test runs the short one):
 # SIGKILLs, Dovecot restarts, LMTP 451s, a full journal disk, Postfix restarts.
