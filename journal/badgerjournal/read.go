@@ -56,9 +56,6 @@ func (j *Journal) Get(ctx context.Context, id journal.ID) (journal.Entry, error)
 // journal is closed, with journal.ErrClosed. ctx is checked before each chunk.
 func (j *Journal) Open(ctx context.Context, id journal.ID) (io.ReadCloser, error) {
 	r := &bodyReader{j: j, ctx: ctx, id: id}
-	if bp, ok := j.readBufs.Get().(*[]byte); ok {
-		r.buf = (*bp)[:0]
-	}
 	err := j.view(ctx, func(txn *badger.Txn) error {
 		item, err := txn.Get(messageKey(id))
 		if errors.Is(err, badger.ErrKeyNotFound) {
@@ -76,11 +73,7 @@ func (j *Journal) Open(ctx context.Context, id journal.ID) (io.ReadCloser, error
 			return fmt.Errorf("message %s: %w", id, err)
 		}
 		if r.chunks > 0 {
-			// Room for the first chunk and the slack past it that lets the
-			// decoder copy in whole words (zstd's fast path).
-			if need := int(min(r.size, int64(j.opts.ChunkSize))) + decodeSlack; cap(r.buf) < need {
-				r.buf = make([]byte, 0, need)
-			}
+			r.takeBuf()
 			return r.loadIn(txn)
 		}
 		return nil
@@ -104,12 +97,7 @@ func (j *Journal) OpenItem(ctx context.Context, it journal.MailboxItem) (io.Read
 	if r.chunks == 0 {
 		return r, nil
 	}
-	if bp, ok := j.readBufs.Get().(*[]byte); ok {
-		r.buf = (*bp)[:0]
-	}
-	if need := int(min(r.size, int64(j.opts.ChunkSize))) + decodeSlack; cap(r.buf) < need {
-		r.buf = make([]byte, 0, need)
-	}
+	r.takeBuf()
 	if err := j.view(ctx, r.loadIn); err != nil {
 		r.release()
 		return nil, fmt.Errorf("badgerjournal: open: message %s: %w", it.ID, err)
@@ -267,6 +255,18 @@ func (r *bodyReader) loadIn(txn *badger.Txn) error {
 	r.next++
 	r.read += int64(len(r.buf))
 	return nil
+}
+
+// takeBuf gives r a buffer from the journal's pool with room for its first
+// chunk and the slack past it that lets the decoder copy in whole words
+// (zstd's fast path).
+func (r *bodyReader) takeBuf() {
+	if bp, ok := r.j.readBufs.Get().(*[]byte); ok {
+		r.buf = (*bp)[:0]
+	}
+	if need := int(min(r.size, int64(r.j.opts.ChunkSize))) + decodeSlack; cap(r.buf) < need {
+		r.buf = make([]byte, 0, need)
+	}
 }
 
 // Close releases the buffer; later reads fail.
