@@ -153,6 +153,15 @@ type ItemOpener interface {
 	OpenItem(ctx context.Context, it MailboxItem) (io.ReadCloser, error)
 }
 
+// OpenItem opens a listed message through j's ItemOpener when it has one,
+// else by ID.
+func OpenItem(ctx context.Context, j Journal, it MailboxItem) (io.ReadCloser, error) {
+	if o, ok := j.(ItemOpener); ok {
+		return o.OpenItem(ctx, it)
+	}
+	return j.Open(ctx, it.ID)
+}
+
 // ItemReader is implemented by journals that read a small listed message
 // whole into a caller's buffer more cheaply than through a reader (no reader,
 // no buffer of its own, no copy): what a FETCH reading ahead wants.

@@ -138,7 +138,7 @@ func (p *prefetcher) read(m journal.MailboxItem) *[]byte {
 		}
 		putPrefetchBuf(bp)
 	}
-	rc, err := p.ss.srv.openItem(p.ctx, m)
+	rc, err := journal.OpenItem(p.ctx, p.ss.srv.opts.Journal, m)
 	if err != nil {
 		return nil
 	}
@@ -214,19 +214,9 @@ func (f *fetcher) open(ctx context.Context, m *vmsg) (io.ReadCloser, error) {
 	if b := f.aheadBytes(m.id); b != nil {
 		return io.NopCloser(bytes.NewReader(b)), nil
 	}
-	rc, err := f.ss.srv.openItem(ctx, m.item())
+	rc, err := journal.OpenItem(ctx, f.ss.srv.opts.Journal, m.item())
 	if err != nil {
 		return nil, fmt.Errorf("open: %w", err)
 	}
 	return rc, nil
-}
-
-// openItem opens a message of a view: from where the journal keeps its bytes
-// when the journal can (journal.ItemOpener, one lookup fewer per message),
-// else by ID.
-func (s *Server) openItem(ctx context.Context, m journal.MailboxItem) (io.ReadCloser, error) {
-	if o, ok := s.opts.Journal.(journal.ItemOpener); ok && !m.Body.IsZero() {
-		return o.OpenItem(ctx, m)
-	}
-	return s.opts.Journal.Open(ctx, m.ID)
 }

@@ -7,7 +7,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"runtime/debug"
@@ -605,20 +604,11 @@ func (ss *session) cmdTop(arg string) error {
 	return ss.send(i, int(lines), "+OK top of message follows")
 }
 
-// open opens message i: from where the journal keeps its bytes when it can
-// (journal.ItemOpener), else by ID.
-func (ss *session) open(i int) (io.ReadCloser, error) {
-	m := ss.msgs[i]
-	if o, ok := ss.srv.opts.Journal.(journal.ItemOpener); ok && !m.Body.IsZero() {
-		return o.OpenItem(ss.srv.ctx, journal.MailboxItem{UID: m.UID, ID: m.ID, Size: m.Size, Body: m.Body})
-	}
-	return ss.srv.opts.Journal.Open(ss.srv.ctx, m.ID)
-}
-
 // send streams message i. An error after the +OK line ends the session: a
 // multi-line response cannot be taken back.
 func (ss *session) send(i, bodyLines int, status string) error {
-	rc, err := ss.open(i)
+	m := ss.msgs[i]
+	rc, err := journal.OpenItem(ss.srv.ctx, ss.srv.opts.Journal, journal.MailboxItem{UID: m.UID, ID: m.ID, Size: m.Size, Body: m.Body})
 	if err != nil {
 		ss.log.Error("pop3: open message", "mailbox", ss.mailbox, "uid", ss.msgs[i].UID, "err", err)
 		if errors.Is(err, journal.ErrNotFound) {
