@@ -702,6 +702,40 @@ func TestFaultLMTP4xx(t *testing.T) {
 	logRow(t, row)
 }
 
+// remountJournal moves l's journal onto another filesystem: it stops l,
+// moves the journal directory to dir-backing, leaves an empty dir in its
+// place for mount to mount something on (backing holds the journal so far,
+// for a filesystem that passes through to it), and starts l again. The test
+// is skipped when mount fails. Lifeline is stopped, after beforeStop (if
+// mount returns one), ahead of the cleanups mount registered, which run
+// later (last-in first-out), so that nothing is unmounted under it;
+// StartLifeline's own cleanup would stop it too late.
+func remountJournal(ctx context.Context, t *testing.T, l *Lifeline, mount func(backing, dir string) (beforeStop func(), err error)) {
+	t.Helper()
+	if err := l.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	backing := l.JournalDir + "-backing"
+	if err := os.Rename(l.JournalDir, backing); err != nil {
+		t.Fatal(err)
+	}
+	mkdirs(t, l.JournalDir)
+	beforeStop, err := mount(backing, l.JournalDir)
+	if err != nil {
+		t.Skipf("not run: %v", err)
+	}
+	t.Cleanup(func() {
+		if beforeStop != nil {
+			beforeStop()
+		}
+		if err := l.Stop(); err != nil {
+			t.Errorf("stopping lifeline: %v", err)
+		}
+	})
+	l.Restart(t)
+	waitNoOutage(ctx, t, l)
+}
+
 // TestFaultJournalDiskFull: the journal lives on a small tmpfs that fills up
 // during an outage. Custody cannot be taken, so the milter answers TEMPFAIL
 // and the senders get 4xx (nothing acknowledged, nothing queued by Postfix);
@@ -721,26 +755,6 @@ func TestFaultJournalDiskFull(t *testing.T) {
 	waitNoOutage(ctx, t, l)
 
 	// Move the journal onto a 64 MiB tmpfs with 16 MiB kept in reserve.
-	if err := l.Stop(); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.RemoveAll(l.JournalDir); err != nil {
-		t.Fatal(err)
-	}
-	mkdirs(t, l.JournalDir)
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", l.JournalDir).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount tmpfs: %v: %s", err, out)
-	}
-	t.Cleanup(func() {
-		// Before the mount goes: cleanups run last-in first-out, and
-		// StartLifeline's (registered earlier) would stop it too late.
-		if err := l.Stop(); err != nil {
-			t.Errorf("stopping lifeline: %v", err)
-		}
-		if out, err := exec.Command("umount", l.JournalDir).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v: %s", l.JournalDir, err, out)
-		}
-	})
 	cfg, err := os.ReadFile(l.ConfigPath)
 	if err != nil {
 		t.Fatal(err)
@@ -750,8 +764,17 @@ func TestFaultJournalDiskFull(t *testing.T) {
 		t.Fatalf("no [journal] table in %s", l.ConfigPath)
 	}
 	writeFile(t, l.ConfigPath, patched, 0o644)
-	l.Restart(t)
-	waitNoOutage(ctx, t, l)
+	remountJournal(ctx, t, l, func(_, dir string) (func(), error) {
+		if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", dir).CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("mount tmpfs: %v: %s", err, out)
+		}
+		t.Cleanup(func() {
+			if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+				t.Errorf("umount %s: %v: %s", dir, err, out)
+			}
+		})
+		return nil, nil
+	})
 
 	if err := l.OutageStart(ctx, PrimaryServer, "e2e fault suite"); err != nil {
 		t.Fatal(err)
@@ -934,29 +957,16 @@ func TestFaultSlowDisk(t *testing.T) {
 	ctx := faultContext(t)
 	waitNoOutage(ctx, t, l)
 
-	// Move the journal onto the SlowFS: stop Lifeline, make its directory
-	// the backing one, mount over the old path, start Lifeline again.
-	if err := l.Stop(); err != nil {
-		t.Fatal(err)
-	}
-	backing := l.JournalDir + "-backing"
-	if err := os.Rename(l.JournalDir, backing); err != nil {
-		t.Fatal(err)
-	}
-	mkdirs(t, l.JournalDir)
-	sfs, err := MountSlowFS(t, backing, l.JournalDir)
-	if err != nil {
-		t.Skipf("not run: FUSE cannot be mounted here: %v", err)
-	}
-	t.Cleanup(func() {
-		// Before the unmount (cleanups run last-in first-out), and fast.
-		sfs.SetDelay(0)
-		if err := l.Stop(); err != nil {
-			t.Errorf("stopping lifeline: %v", err)
+	// Move the journal onto the SlowFS, over its old directory.
+	var sfs *SlowFS
+	remountJournal(ctx, t, l, func(backing, dir string) (func(), error) {
+		var err error
+		sfs, err = MountSlowFS(t, backing, dir)
+		if err != nil {
+			return nil, fmt.Errorf("FUSE cannot be mounted here: %w", err)
 		}
+		return func() { sfs.SetDelay(0) }, nil // so that Lifeline stops fast
 	})
-	l.Restart(t)
-	waitNoOutage(ctx, t, l)
 
 	type phase struct {
 		name  string
