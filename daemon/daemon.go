@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"sync"
 	"time"
 
@@ -130,21 +129,10 @@ func Run(ctx context.Context, opts Options) (err error) {
 	if err != nil {
 		return fmt.Errorf("milter: %w", err)
 	}
-	network, addr, err := config.SplitListen(cfg.Milter.Listen)
+	mln, err := listen(log, "milter.listen", cfg.Milter.Listen)
 	if err != nil {
-		return fmt.Errorf("milter.listen: %w", err)
+		return err
 	}
-	if network == "unix" {
-		// A stale socket from a killed process would make Listen fail.
-		if rerr := os.Remove(addr); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
-			return fmt.Errorf("milter.listen: %w", rerr)
-		}
-	}
-	mln, err := net.Listen(network, addr)
-	if err != nil {
-		return fmt.Errorf("milter.listen: %w", err)
-	}
-	warnIfExposed(log, "milter", mln.Addr())
 
 	hln, err := net.Listen("tcp", cfg.HTTP.Listen)
 	if err != nil {

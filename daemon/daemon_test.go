@@ -118,30 +118,7 @@ lmtp = "tcp:127.0.0.1:24"
 	if err != nil {
 		t.Fatal(err)
 	}
-	steps := []func() (*gomilter.Action, error){
-		func() (*gomilter.Action, error) {
-			return sess.Conn("mx.example.net", gomilter.FamilyInet, 1234, "192.0.2.1")
-		},
-		func() (*gomilter.Action, error) { return sess.Helo("mx.example.net") },
-		func() (*gomilter.Action, error) { return sess.Mail("s@example.org", "") },
-		func() (*gomilter.Action, error) { return sess.Rcpt("Sales+q@Example.com", "") },
-		func() (*gomilter.Action, error) { return sess.Rcpt("x@foreign.net", "") },
-		func() (*gomilter.Action, error) { bag.Set(gomilter.MacroQueueId, "4ABC"); return sess.DataStart() },
-		func() (*gomilter.Action, error) { return sess.HeaderField("Subject", " hello", nil) },
-		func() (*gomilter.Action, error) { return sess.HeaderField("Message-ID", " <m1@example.org>", nil) },
-		func() (*gomilter.Action, error) { return sess.HeaderEnd() },
-		func() (*gomilter.Action, error) { return sess.BodyChunk([]byte("body\r\n")) },
-	}
-	for i, step := range steps {
-		act, err := step()
-		if err != nil || act.Type != gomilter.ActionContinue {
-			t.Fatalf("step %d: %v %v", i, act, err)
-		}
-	}
-	_, act, err := sess.End()
-	if err != nil || act.Type != gomilter.ActionAccept {
-		t.Fatalf("end: %v %v", act, err)
-	}
+	sendOne(t, sess, bag, "Sales+q@Example.com", "x@foreign.net")
 	if err := sess.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -196,5 +173,97 @@ lmtp = "tcp:127.0.0.1:24"
 	}
 	if problems, err := j.Verify(context.Background()); err != nil || len(problems) != 0 {
 		t.Errorf("verify: %v %v", problems, err)
+	}
+}
+
+// TestMilterUnixSocket: a unix milter socket replaces a stale one left by a
+// killed process, is created 0660 (the MTA connects through Lifeline's
+// group, no other local user can), and journals what an MTA sends on it.
+func TestMilterUnixSocket(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "milter.sock")
+	stale, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale.(*net.UnixListener).SetUnlinkOnClose(false)
+	if err := stale.Close(); err != nil {
+		t.Fatal(err)
+	}
+	httpAddr := freePort(t)
+	cfg, err := config.Parse("t.toml", []byte(fmt.Sprintf(`
+[journal]
+path = %q
+[milter]
+listen = "unix:%s"
+[pop3]
+enabled = false
+[imap]
+enabled = false
+[http]
+listen = %q
+[[server]]
+name = "dovecot"
+domains = ["example.com"]
+lmtp = "tcp:127.0.0.1:24"
+`, filepath.Join(dir, "journal"), sock, httpAddr)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	startDaemon(t, cfg)
+	fi, err := os.Stat(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o660 {
+		t.Errorf("milter socket mode = %v, want a socket with 0660", fi.Mode())
+	}
+	sess, err := gomilter.NewClient("unix", sock).Session(gomilter.NewMacroBag())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	sendOne(t, sess, nil, "alice@example.com")
+	if metrics := get(t, "http://"+httpAddr+"/metrics"); !strings.Contains(metrics, `lifeline_milter_messages_total{result="journaled"} 1`) {
+		t.Errorf("the message was not journaled")
+	}
+}
+
+// sendOne sends one small message on sess the way Postfix does and fails
+// unless the milter continues at every step and accepts at the end. bag, when
+// not nil, gets the queue id "4ABC" at DATA.
+func sendOne(t *testing.T, sess *gomilter.ClientSession, bag *gomilter.MacroBag, rcpts ...string) {
+	t.Helper()
+	steps := []func() (*gomilter.Action, error){
+		func() (*gomilter.Action, error) {
+			return sess.Conn("mx.example.net", gomilter.FamilyInet, 1234, "192.0.2.1")
+		},
+		func() (*gomilter.Action, error) { return sess.Helo("mx.example.net") },
+		func() (*gomilter.Action, error) { return sess.Mail("s@example.org", "") },
+	}
+	for _, r := range rcpts {
+		steps = append(steps, func() (*gomilter.Action, error) { return sess.Rcpt(r, "") })
+	}
+	steps = append(steps,
+		func() (*gomilter.Action, error) {
+			if bag != nil {
+				bag.Set(gomilter.MacroQueueId, "4ABC")
+			}
+			return sess.DataStart()
+		},
+		func() (*gomilter.Action, error) { return sess.HeaderField("Subject", " hello", nil) },
+		func() (*gomilter.Action, error) { return sess.HeaderField("Message-ID", " <m1@example.org>", nil) },
+		func() (*gomilter.Action, error) { return sess.HeaderEnd() },
+		func() (*gomilter.Action, error) { return sess.BodyChunk([]byte("body\r\n")) },
+	)
+	for i, step := range steps {
+		act, err := step()
+		if err != nil || act.Type != gomilter.ActionContinue {
+			t.Fatalf("step %d: %v %v", i, act, err)
+		}
+	}
+	_, act, err := sess.End()
+	if err != nil || act.Type != gomilter.ActionAccept {
+		t.Fatalf("end: %v %v", act, err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -43,6 +44,9 @@ type LifelineOptions struct {
 	// Env is added to `lifeline serve`'s environment ("KEY=value"), e.g.
 	// the fault-injection clock of TestFaultClockJump; restarts keep it.
 	Env []string
+	// MilterUnix puts the milter on a unix socket in Lifeline's directory
+	// instead of a loopback port (Postfix then uses unix:/path).
+	MilterUnix bool
 }
 
 // Lifeline is a running `lifeline serve` with a generated config.
@@ -52,7 +56,7 @@ type Lifeline struct {
 	ConfigPath string
 	JournalDir string
 	LogPath    string // serve's standard output and error
-	MilterAddr string // tcp:127.0.0.1:PORT, as in the config
+	MilterAddr string // tcp:127.0.0.1:PORT or unix:/path, as in the config
 	HTTPAddr   string // 127.0.0.1:PORT (/healthz, /metrics, /v1/… admin API)
 	// AdminToken is [http] admin_token when LifelineOptions.Outage is set.
 	AdminToken string
@@ -96,7 +100,7 @@ func StartLifeline(tb TB, opts LifelineOptions) *Lifeline {
 		ConfigPath: filepath.Join(dir, "lifeline.toml"),
 		JournalDir: filepath.Join(dir, "journal"),
 		LogPath:    filepath.Join(dir, "lifeline.log"),
-		MilterAddr: fmt.Sprintf("tcp:127.0.0.1:%d", FreePort(tb)),
+		MilterAddr: milterAddr(tb, dir, opts.MilterUnix),
 		HTTPAddr:   fmt.Sprintf("127.0.0.1:%d", FreePort(tb)),
 		env:        opts.Env,
 	}
@@ -183,6 +187,37 @@ func (l *Lifeline) start(tb TB) {
 		tb.Fatalf("e2e: lifeline serve not healthy: %v\n%s", err, tail(l.LogPath, 8192))
 	}
 	l.waitSidecar(tb)
+	if path, ok := strings.CutPrefix(l.MilterAddr, "unix:"); ok {
+		// Lifeline creates the socket 0660 with its own group; Postfix's
+		// cleanup and smtpd connect as mail_owner. What an administrator does
+		// with `usermod -aG lifeline postfix`, the harness does by giving the
+		// socket Postfix's group (again after every restart).
+		if err := chgrpPostfix(path); err != nil {
+			tb.Fatalf("e2e: milter socket: %v", err)
+		}
+	}
+}
+
+// chgrpPostfix gives path the group of Postfix's mail_owner.
+func chgrpPostfix(path string) error {
+	g, err := user.LookupGroup("postfix")
+	if err != nil {
+		return err
+	}
+	gid, err := strconv.Atoi(g.Gid)
+	if err != nil {
+		return fmt.Errorf("group postfix: gid %q: %w", g.Gid, err)
+	}
+	return os.Chown(path, -1, gid)
+}
+
+// milterAddr is where a new Lifeline's milter listens: a unix socket in its
+// directory or a free loopback port.
+func milterAddr(tb TB, dir string, unix bool) string {
+	if unix {
+		return "unix:" + filepath.Join(dir, "milter.sock")
+	}
+	return fmt.Sprintf("tcp:127.0.0.1:%d", FreePort(tb))
 }
 
 // Stop sends SIGTERM to `lifeline serve` and waits for it to exit; an exit

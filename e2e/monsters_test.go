@@ -107,8 +107,11 @@ func TestMonsters(t *testing.T) {
 			// Without it Postfix keeps one copy per original recipient.
 			"enable_original_recipient": "no"}},
 		Lifeline: LifelineOptions{
-			Sidecar:   &SidecarOptions{Serve: "always", Users: map[string]string{"alice@" + DefaultDomain: "pw"}},
-			ExtraTOML: fmt.Sprintf("[webmail]\nenabled = true\nlisten = \"127.0.0.1:%d\"\n", webPort),
+			// 10,000 RCPT events and 50 MB of body events without a reply
+			// each: the unix-socket path of the milter (milter/server.go).
+			MilterUnix: true,
+			Sidecar:    &SidecarOptions{Serve: "always", Users: map[string]string{"alice@" + DefaultDomain: "pw"}},
+			ExtraTOML:  fmt.Sprintf("[webmail]\nenabled = true\nlisten = \"127.0.0.1:%d\"\n", webPort),
 		},
 	})
 	ctx := context.Background()

@@ -32,7 +32,11 @@ func outageEnv(t *testing.T, oo OutageOptions) *Env {
 		Users:        usersA,
 		SecondDomain: secondDomain,
 		SecondUsers:  usersB,
-		Lifeline:     LifelineOptions{Outage: &oo},
+		// Over a unix socket the milter asks Postfix for no replies before
+		// end of message (milter/server.go): custody (DELRCPT, DISCARD) and
+		// the SIGKILLed restarts run on that path here, the TCP path in the
+		// other tests.
+		Lifeline: LifelineOptions{Outage: &oo, MilterUnix: true},
 	})
 	t.Cleanup(func() {
 		if t.Failed() {

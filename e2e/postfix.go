@@ -172,7 +172,11 @@ func StartPostfix(tb TB, opts PostfixOptions) *Postfix {
 		for _, pre := range []string{"tcp:", "inet:"} {
 			addr = strings.TrimPrefix(addr, pre)
 		}
-		p.Milter = fmt.Sprintf("{ inet:%s, default_action=accept, connect_timeout=10s, command_timeout=30s, content_timeout=300s }", addr)
+		kind := "inet"
+		if strings.HasPrefix(addr, "unix:") {
+			kind, addr = "unix", strings.TrimPrefix(addr, "unix:")
+		}
+		p.Milter = fmt.Sprintf("{ %s:%s, default_action=accept, connect_timeout=10s, command_timeout=30s, content_timeout=300s }", kind, addr)
 		main["smtpd_milters"] = p.Milter
 		main["non_smtpd_milters"] = p.Milter
 		main["milter_default_action"] = "accept"

@@ -37,6 +37,12 @@ type testServer struct {
 // unexpected panic was counted, and no spool file is left, by name or open.
 func startServer(t *testing.T, opts Options, configure ...func(*Server)) *testServer {
 	t.Helper()
+	return startServerOn(t, "tcp", "127.0.0.1:0", opts, configure...)
+}
+
+// startServerOn is startServer listening on network and address.
+func startServerOn(t *testing.T, network, address string, opts Options, configure ...func(*Server)) *testServer {
+	t.Helper()
 	ts := &testServer{t: t, reg: prometheus.NewRegistry(), logs: &logBuffer{}, serveErr: make(chan error, 1)}
 	opts.Registerer = ts.reg
 	if opts.Logger == nil {
@@ -54,7 +60,7 @@ func startServer(t *testing.T, opts Options, configure ...func(*Server)) *testSe
 	for _, f := range configure {
 		f(s)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen(network, address)
 	if err != nil {
 		t.Fatalf("listen: %v", err)
 	}
@@ -216,8 +222,14 @@ type mta struct {
 // dial connects to ts like Postfix does at the start of an SMTP session.
 func dial(t *testing.T, addr string, opts ...gomilter.Option) *mta {
 	t.Helper()
+	return dialOn(t, "tcp", addr, opts...)
+}
+
+// dialOn is dial over network.
+func dialOn(t *testing.T, network, addr string, opts ...gomilter.Option) *mta {
+	t.Helper()
 	bag := gomilter.NewMacroBag()
-	client := gomilter.NewClient("tcp", addr, opts...)
+	client := gomilter.NewClient(network, addr, opts...)
 	sess, err := client.Session(bag)
 	if err != nil {
 		t.Fatalf("milter session: %v", err)

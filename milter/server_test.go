@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -105,6 +106,13 @@ func TestJournalsMessageFaithfully(t *testing.T) {
 	if !m.sess.ActionOption(gomilter.OptSetMacros) {
 		t.Fatal("SMFIF_SETSYMLIST was not negotiated: Postfix would ignore the macro requests")
 	}
+	// On TCP Lifeline answers every event: without replies Postfix's writes
+	// would wait on Nagle's algorithm (protocolFor).
+	for _, o := range []gomilter.OptProtocol{gomilter.OptNoMailReply, gomilter.OptNoRcptReply, gomilter.OptNoHeaderReply, gomilter.OptNoEOHReply, gomilter.OptNoBodyReply, gomilter.OptNoConnect, gomilter.OptNoData} {
+		if m.sess.ProtocolOption(o) {
+			t.Errorf("%v negotiated on a TCP connection", o)
+		}
+	}
 	m.send(richEnvelope, []byte(richMessage), gomilter.ActionAccept)
 
 	msgs := storedMessages(t, j)
@@ -175,6 +183,45 @@ func TestJournalsMessageFaithfully(t *testing.T) {
 	}
 	if strings.Contains(logs, "Hello Alice") || strings.Contains(logs, "0123456789") {
 		t.Errorf("the message body leaked into the log")
+	}
+}
+
+// TestUnixSocketWithoutReplies: on a unix socket the milter asks for no
+// connect and DATA events and no reply before end of message, and still
+// journals every message of the connection faithfully and answers at the end.
+func TestUnixSocketWithoutReplies(t *testing.T) {
+	j := newTestJournal(t)
+	sock := filepath.Join(t.TempDir(), "milter.sock")
+	ts := startServerOn(t, "unix", sock, Options{Journal: j, Resolver: &domainResolver{}, Clock: fixedClock})
+	m := dialOn(t, "unix", sock)
+	for _, o := range []gomilter.OptProtocol{gomilter.OptNoMailReply, gomilter.OptNoRcptReply, gomilter.OptNoHeaderReply, gomilter.OptNoEOHReply, gomilter.OptNoBodyReply, gomilter.OptNoConnect, gomilter.OptNoData, gomilter.OptHeaderLeadingSpace} {
+		if !m.sess.ProtocolOption(o) {
+			t.Errorf("%v not negotiated on a unix socket", o)
+		}
+	}
+	m.send(richEnvelope, []byte(richMessage), gomilter.ActionAccept)
+	second := simpleMessage("unix.2", strings.Repeat("0123456789abcdef\r\n", 20000)) // 360 KB: several body events
+	m.send(envelope{from: "a@example.org", rcpts: []rcpt{{"alice@example.com", "lmtp", "mbx1.example.com"}}, queueID: "Q2"}, []byte(second), gomilter.ActionAccept)
+
+	msgs := storedMessages(t, j)
+	if len(msgs) != 2 {
+		t.Fatalf("journal holds %d messages, want 2", len(msgs))
+	}
+	got := map[string]bool{string(msgs[0].raw): true, string(msgs[1].raw): true}
+	for _, want := range []string{richMessage, second} {
+		if !got[want] {
+			t.Errorf("a message was not journaled byte for byte (%d bytes)", len(want))
+		}
+	}
+	for _, msg := range msgs {
+		if string(msg.raw) == richMessage {
+			if rs := msg.entry.Envelope.Recipients; len(rs) != 3 || rs[2].Host != "[mx.example.net]:25" || msg.entry.Envelope.AuthUser != "juergen" || msg.entry.Envelope.QueueID != "4ZYx1k2Q3zz9" {
+				t.Errorf("envelope of the first message: %+v", msg.entry.Envelope)
+			}
+		}
+	}
+	if got := ts.metric("lifeline_milter_messages_total", "result", "journaled"); got != 2 {
+		t.Errorf("journaled = %v, want 2", got)
 	}
 }
 

@@ -35,6 +35,7 @@ type options struct {
 	rssSize  int
 	rssGoal  int64
 	timeout  time.Duration
+	unix     bool
 	out      io.Writer
 }
 
@@ -48,6 +49,7 @@ func main() {
 	flag.IntVar(&o.rssSize, "rss-size", 50_000_000, "size of the message for the memory measurement in bytes (0 skips it)")
 	flag.Int64Var(&o.rssGoal, "rss-goal", 64<<20, "peak memory above idle that the memory measurement should stay under, in bytes")
 	flag.DurationVar(&o.timeout, "run-timeout", 10*time.Minute, "limit for one run")
+	flag.BoolVar(&o.unix, "milter-unix", false, "connect Postfix to the milter over a unix socket")
 	flag.Parse()
 	var err error
 	if o.sizes, err = ints(sizes); err != nil {
@@ -116,7 +118,7 @@ func bench(ctx context.Context, tb e2e.TB, o options) {
 	}
 	users = append(users, "rss")
 	tb.Logf("mtabench: starting Postfix, Dovecot and Lifeline (twice: with and without the milter)")
-	with := &setup{name: "with", env: e2e.Start(tb, e2e.Options{Milter: true, Users: users, Lifeline: e2e.LifelineOptions{LogLevel: "warn"}})}
+	with := &setup{name: "with", env: e2e.Start(tb, e2e.Options{Milter: true, Users: users, Lifeline: e2e.LifelineOptions{LogLevel: "warn", MilterUnix: o.unix}})}
 	without := &setup{name: "without", env: e2e.Start(tb, e2e.Options{Users: users})}
 
 	fmt.Fprintf(o.out, "Postfix → Dovecot (LMTP, maildir), smtp-source, %d messages per run, %d pairs per configuration, order alternating.\n", o.count, o.pairs)
