@@ -1,12 +1,14 @@
 // Command mtabench measures what Lifeline's milter costs a real Postfix →
-// Dovecot delivery path: Postfix's smtp-source drives a private Postfix with
-// Lifeline's milter and an identical one without it, in pairs of runs whose
-// order alternates, and prints each run's accepted and delivered messages per
-// second and the median ratio with/without per message size and session
-// count. It then measures Lifeline's peak memory while it journals one large
-// message. `make bench` runs it; it needs root (see package e2e).
+// Dovecot delivery path: Postfix's smtp-source drives a private Postfix
+// without a milter and identical ones with Lifeline's milter on a loopback
+// port (tcp) and on a unix socket (unix), in rounds of one run each whose
+// order rotates, and prints each run's accepted and delivered messages per
+// second and the median ratio with/without per milter transport, message size
+// and session count. It then measures Lifeline's peak memory while it
+// journals one large message. `make bench` runs it; it needs root (see
+// package e2e).
 //
-//	go run ./e2e/mtabench [-pairs 5] [-count 2000] [-sizes 4096,102400] [-sessions 1,20] [-rss-size 50000000]
+//	go run ./e2e/mtabench [-pairs 5] [-count 2000] [-sizes 4096,102400] [-sessions 1,20] [-milters tcp,unix] [-rss-size 50000000]
 package main
 
 import (
@@ -35,21 +37,21 @@ type options struct {
 	rssSize  int
 	rssGoal  int64
 	timeout  time.Duration
-	unix     bool
+	milters  []string
 	out      io.Writer
 }
 
 func main() {
 	var o options
-	var sizes, sessions string
-	flag.IntVar(&o.pairs, "pairs", 5, "paired runs (with and without the milter, order alternating) per configuration")
+	var sizes, sessions, milters string
+	flag.IntVar(&o.pairs, "pairs", 5, "rounds per configuration: one run of each setup, order rotating")
 	flag.IntVar(&o.count, "count", 2000, "messages per run")
 	flag.StringVar(&sizes, "sizes", "4096,102400", "message body sizes in bytes (smtp-source -l), comma-separated")
 	flag.StringVar(&sessions, "sessions", "1,20", "concurrent SMTP sessions (smtp-source -s), comma-separated")
 	flag.IntVar(&o.rssSize, "rss-size", 50_000_000, "size of the message for the memory measurement in bytes (0 skips it)")
 	flag.Int64Var(&o.rssGoal, "rss-goal", 64<<20, "peak memory above idle that the memory measurement should stay under, in bytes")
 	flag.DurationVar(&o.timeout, "run-timeout", 10*time.Minute, "limit for one run")
-	flag.BoolVar(&o.unix, "milter-unix", false, "connect Postfix to the milter over a unix socket")
+	flag.StringVar(&milters, "milters", "tcp,unix", "how Postfix reaches the milter in the setups with it (tcp, unix), comma-separated; each is compared with the same Postfix without the milter")
 	flag.Parse()
 	var err error
 	if o.sizes, err = ints(sizes); err != nil {
@@ -57,6 +59,12 @@ func main() {
 	}
 	if o.sessions, err = ints(sessions); err != nil {
 		fatal("-sessions: %v", err)
+	}
+	for _, m := range strings.Split(milters, ",") {
+		if m = strings.TrimSpace(m); m != "tcp" && m != "unix" {
+			fatal("-milters: %q is not tcp or unix", m)
+		}
+		o.milters = append(o.milters, strings.TrimSpace(m))
 	}
 	if o.pairs < 1 || o.count < 1 {
 		fatal("-pairs and -count must be at least 1")
@@ -117,59 +125,58 @@ func bench(ctx context.Context, tb e2e.TB, o options) {
 		users = append(users, fmt.Sprintf("bench%03d", i))
 	}
 	users = append(users, "rss")
-	tb.Logf("mtabench: starting Postfix, Dovecot and Lifeline (twice: with and without the milter)")
-	with := &setup{name: "with", env: e2e.Start(tb, e2e.Options{Milter: true, Users: users, Lifeline: e2e.LifelineOptions{LogLevel: "warn", MilterUnix: o.unix}})}
+	tb.Logf("mtabench: starting Postfix, Dovecot and Lifeline (one setup without the milter, one per milter transport)")
 	without := &setup{name: "without", env: e2e.Start(tb, e2e.Options{Users: users})}
+	setups := []*setup{without}
+	for _, m := range o.milters {
+		lo := e2e.LifelineOptions{LogLevel: "warn", MilterUnix: m == "unix"}
+		setups = append(setups, &setup{name: m, env: e2e.Start(tb, e2e.Options{Milter: true, Users: users, Lifeline: lo})})
+	}
 
-	fmt.Fprintf(o.out, "Postfix → Dovecot (LMTP, maildir), smtp-source, %d messages per run, %d pairs per configuration, order alternating.\n", o.count, o.pairs)
-	fmt.Fprintf(o.out, "with = Postfix with Lifeline's milter (journaling every message); without = the same Postfix without smtpd_milters.\n\n")
-	fmt.Fprintf(o.out, "%-16s %-4s %-7s %12s %12s\n", "config", "pair", "setup", "accepted/s", "delivered/s")
+	fmt.Fprintf(o.out, "Postfix → Dovecot (LMTP, maildir), smtp-source, %d messages per run, %d rounds per configuration, order rotating.\n", o.count, o.pairs)
+	fmt.Fprintf(o.out, "without = Postfix without smtpd_milters; tcp, unix = the same Postfix with Lifeline's milter (journaling every message) on a loopback port or a unix socket.\n\n")
+	fmt.Fprintf(o.out, "%-16s %-5s %-7s %12s %12s\n", "config", "round", "setup", "accepted/s", "delivered/s")
 
-	type pair struct{ with, without run }
-	results := map[config][]pair{}
+	results := map[config][]map[*setup]run{}
 	var order []config
 	for _, size := range o.sizes {
 		for _, sess := range o.sessions {
 			c := config{size, sess}
 			order = append(order, c)
 			for p := 0; p < o.pairs; p++ {
-				sides := []*setup{with, without}
-				if p%2 == 1 {
-					sides = []*setup{without, with}
-				}
-				var pr pair
-				for _, s := range sides {
+				round := map[*setup]run{}
+				for i := range setups {
+					s := setups[(i+p)%len(setups)]
 					if ctx.Err() != nil {
 						tb.Fatalf("mtabench: interrupted")
 					}
 					r := measure(ctx, tb, s, c, o)
-					fmt.Fprintf(o.out, "%-16s %-4d %-7s %12.1f %12.1f\n", c, p+1, s.name, r.accepted, r.delivered)
-					if s == with {
-						pr.with = r
-					} else {
-						pr.without = r
-					}
+					fmt.Fprintf(o.out, "%-16s %-5d %-7s %12.1f %12.1f\n", c, p+1, s.name, r.accepted, r.delivered)
+					round[s] = r
 				}
-				results[c] = append(results[c], pr)
+				results[c] = append(results[c], round)
 			}
 		}
 	}
 
-	fmt.Fprintf(o.out, "\nSummary: median msg/s of each setup, and the median over pairs of the ratio with/without (1.00 = no cost).\n")
-	fmt.Fprintf(o.out, "%-16s %14s %14s %10s   %14s %14s %10s\n", "config", "accepted w/o", "accepted with", "ratio", "delivered w/o", "delivered with", "ratio")
+	fmt.Fprintf(o.out, "\nSummary: median msg/s of each setup, and the median over rounds of the ratio with/without the milter (1.00 = no cost).\n")
+	fmt.Fprintf(o.out, "%-16s %-6s %14s %14s %10s   %14s %14s %10s\n", "config", "milter", "accepted w/o", "accepted with", "ratio", "delivered w/o", "delivered with", "ratio")
 	for _, c := range order {
-		var aw, ao, dw, do, ar, dr []float64
-		for _, p := range results[c] {
-			aw, ao = append(aw, p.with.accepted), append(ao, p.without.accepted)
-			dw, do = append(dw, p.with.delivered), append(do, p.without.delivered)
-			ar = append(ar, p.with.accepted/p.without.accepted)
-			dr = append(dr, p.with.delivered/p.without.delivered)
+		for _, with := range setups[1:] {
+			var aw, ao, dw, do, ar, dr []float64
+			for _, round := range results[c] {
+				w, wo := round[with], round[without]
+				aw, ao = append(aw, w.accepted), append(ao, wo.accepted)
+				dw, do = append(dw, w.delivered), append(do, wo.delivered)
+				ar = append(ar, w.accepted/wo.accepted)
+				dr = append(dr, w.delivered/wo.delivered)
+			}
+			fmt.Fprintf(o.out, "%-16s %-6s %14.1f %14.1f %10.2f   %14.1f %14.1f %10.2f\n", c, with.name, median(ao), median(aw), median(ar), median(do), median(dw), median(dr))
 		}
-		fmt.Fprintf(o.out, "%-16s %14.1f %14.1f %10.2f   %14.1f %14.1f %10.2f\n", c, median(ao), median(aw), median(ar), median(do), median(dw), median(dr))
 	}
 
-	if o.rssSize > 0 {
-		measureRSS(ctx, tb, with, o)
+	if o.rssSize > 0 && len(setups) > 1 {
+		measureRSS(ctx, tb, setups[1], o)
 	}
 }
 
