@@ -1,6 +1,7 @@
 package milter
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -341,6 +342,11 @@ type conn struct {
 	net.Conn
 	id  uint64
 	log *slog.Logger
+	// br buffers reads: go-milter reads each packet with two unbuffered
+	// reads (length, then payload), and without replies (unixProtocol)
+	// Postfix sends a message's packets back to back, so one read(2) can
+	// take many of them.
+	br *bufio.Reader
 
 	mu        sync.Mutex
 	reading   bool // go-milter is blocked in Read
@@ -357,6 +363,7 @@ type conn struct {
 func newConn(nc net.Conn, id uint64, log *slog.Logger) *conn {
 	return &conn{
 		Conn:   nc,
+		br:     bufio.NewReaderSize(nc, connReadBuffer),
 		id:     id,
 		log:    log.With("conn", id),
 		closed: make(chan struct{}),
@@ -364,11 +371,21 @@ func newConn(nc net.Conn, id uint64, log *slog.Logger) *conn {
 	}
 }
 
+// connReadBuffer holds many header packets; body packets (up to 64 KiB)
+// larger than it are read straight into go-milter's buffer.
+const connReadBuffer = 8 << 10
+
+// Read reads from the buffer, and only when it is empty from the connection,
+// marked as reading: then go-milter is waiting for the MTA, not handling
+// what the MTA already sent.
 func (c *conn) Read(p []byte) (int, error) {
+	if c.br.Buffered() > 0 {
+		return c.br.Read(p)
+	}
 	c.mu.Lock()
 	c.reading = true
 	c.mu.Unlock()
-	n, err := c.Conn.Read(p)
+	n, err := c.br.Read(p)
 	c.mu.Lock()
 	c.reading = false
 	c.mu.Unlock()
