@@ -22,7 +22,7 @@ import (
 // testServer is a Server on a real loopback TCP socket.
 type testServer struct {
 	*Server
-	t          *testing.T
+	t          testing.TB
 	addr       string
 	reg        *prometheus.Registry
 	logs       *logBuffer
@@ -35,13 +35,13 @@ type testServer struct {
 // startServer starts a Server with opts on 127.0.0.1 and registers its
 // shutdown and the end-of-test checks: Serve returns ErrServerClosed, no
 // unexpected panic was counted, and no spool file is left, by name or open.
-func startServer(t *testing.T, opts Options, configure ...func(*Server)) *testServer {
+func startServer(t testing.TB, opts Options, configure ...func(*Server)) *testServer {
 	t.Helper()
 	return startServerOn(t, "tcp", "127.0.0.1:0", opts, configure...)
 }
 
 // startServerOn is startServer listening on network and address.
-func startServerOn(t *testing.T, network, address string, opts Options, configure ...func(*Server)) *testServer {
+func startServerOn(t testing.TB, network, address string, opts Options, configure ...func(*Server)) *testServer {
 	t.Helper()
 	ts := &testServer{t: t, reg: prometheus.NewRegistry(), logs: &logBuffer{}, serveErr: make(chan error, 1)}
 	opts.Registerer = ts.reg
@@ -127,7 +127,7 @@ func (ts *testServer) checkNoSpoolFiles() {
 
 // openSpoolFiles lists the spool files of dir this process has open, from
 // /proc/self/fd (Linux only; elsewhere it reports none).
-func openSpoolFiles(t *testing.T, dir string) []string {
+func openSpoolFiles(t testing.TB, dir string) []string {
 	t.Helper()
 	if runtime.GOOS != "linux" {
 		return nil
@@ -153,7 +153,7 @@ func (ts *testServer) metric(name string, labelPairs ...string) float64 {
 	return metricValue(ts.t, ts.reg, name, labelPairs...)
 }
 
-func metricValue(t *testing.T, g prometheus.Gatherer, name string, labelPairs ...string) float64 {
+func metricValue(t testing.TB, g prometheus.Gatherer, name string, labelPairs ...string) float64 {
 	t.Helper()
 	families, err := g.Gather()
 	if err != nil {
@@ -214,19 +214,19 @@ func (b *logBuffer) String() string {
 // mta is one MTA-side milter connection, driven by go-milter's own client the
 // way Postfix drives a milter.
 type mta struct {
-	t    *testing.T
+	t    testing.TB
 	sess *gomilter.ClientSession
 	bag  *gomilter.MacroBag
 }
 
 // dial connects to ts like Postfix does at the start of an SMTP session.
-func dial(t *testing.T, addr string, opts ...gomilter.Option) *mta {
+func dial(t testing.TB, addr string, opts ...gomilter.Option) *mta {
 	t.Helper()
 	return dialOn(t, "tcp", addr, opts...)
 }
 
 // dialOn is dial over network.
-func dialOn(t *testing.T, network, addr string, opts ...gomilter.Option) *mta {
+func dialOn(t testing.TB, network, addr string, opts ...gomilter.Option) *mta {
 	t.Helper()
 	bag := gomilter.NewMacroBag()
 	client := gomilter.NewClient(network, addr, opts...)

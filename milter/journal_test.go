@@ -15,7 +15,7 @@ import (
 )
 
 // newTestJournal opens the real Badger journal in a fresh directory.
-func newTestJournal(t *testing.T) journal.Journal {
+func newTestJournal(t testing.TB) journal.Journal {
 	t.Helper()
 	j, err := badgerjournal.Open(t.TempDir(), badgerjournal.Options{})
 	if err != nil {
@@ -89,7 +89,7 @@ type stored struct {
 }
 
 // storedMessages reads every message back from j in arrival order.
-func storedMessages(t *testing.T, j journal.Journal) []stored {
+func storedMessages(t testing.TB, j journal.Journal) []stored {
 	t.Helper()
 	ctx := context.Background()
 	var out []stored
