@@ -173,8 +173,15 @@ func StartPostfix(tb TB, opts PostfixOptions) *Postfix {
 			addr = strings.TrimPrefix(addr, pre)
 		}
 		kind := "inet"
-		if strings.HasPrefix(addr, "unix:") {
-			kind, addr = "unix", strings.TrimPrefix(addr, "unix:")
+		if path, ok := strings.CutPrefix(addr, "unix:"); ok {
+			// Relative to the queue directory, which is every Postfix
+			// daemon's working directory, chrooted or not: the form
+			// contrib/postfix/main.cf gives (unix:lifeline/milter.sock).
+			rel, err := filepath.Rel(p.QueueDir, path)
+			if err != nil {
+				tb.Fatalf("e2e: milter socket %s: %v", path, err)
+			}
+			kind, addr = "unix", rel
 		}
 		p.Milter = fmt.Sprintf("{ %s:%s, default_action=accept, connect_timeout=10s, command_timeout=30s, content_timeout=300s }", kind, addr)
 		main["smtpd_milters"] = p.Milter
