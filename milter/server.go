@@ -54,7 +54,7 @@ func New(opts Options) (*Server, error) {
 	}
 	s := &Server{
 		opts:      opts,
-		log:       opts.Logger.With("component", "milter"),
+		log:       opts.Logger, // the caller names the component, as for every package
 		metrics:   m,
 		listeners: make(map[*net.Listener]struct{}),
 		conns:     make(map[*conn]struct{}),
