@@ -29,7 +29,7 @@ func every(ctx context.Context, interval time.Duration, fn func()) {
 
 // runSweeper removes messages past retention every interval, first right away,
 // and then the users' flags of the removed messages (views may be nil). The
-// horizon is wall time (clock, nil: time.Now), compared with the arrival
+// horizon is wall time (clock), compared with the arrival
 // times in the journal: a step of the clock forward beyond the retention
 // removes every delivered message older than the new horizon, but never one
 // with a recipient in custody or retrying (the journal's Sweep keeps those).
@@ -48,9 +48,6 @@ func sweepOnce(ctx context.Context, j journal.Journal, views *userview.Store, re
 			log.Error("panic in retention sweep", "panic", fmt.Sprint(r))
 		}
 	}()
-	if clock == nil {
-		clock = time.Now
-	}
 	start := time.Now() // for the duration, on the monotonic clock
 	horizon := clock().Add(-retention)
 	// The journal does not say which mailboxes a sweep touched: note them

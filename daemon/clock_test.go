@@ -43,7 +43,7 @@ func TestSweepClockJumpKeepsCustody(t *testing.T) {
 	log := slog.New(slog.DiscardHandler)
 
 	// On the real clock nothing is old enough.
-	sweepOnce(ctx, j, nil, 90*24*time.Hour, log, m, nil)
+	sweepOnce(ctx, j, nil, 90*24*time.Hour, log, m, time.Now)
 	if n := sweepCounter(t, m.sweepRemoved); n != 0 {
 		t.Fatalf("removed %v messages on the real clock", n)
 	}

@@ -35,9 +35,6 @@ type outage struct {
 }
 
 func newOutage(cfg *config.Config, j journal.Journal, log *slog.Logger, reg prometheus.Registerer, m *metrics, clock func() time.Time) (_ *outage, err error) {
-	if clock == nil {
-		clock = time.Now
-	}
 	o := &outage{cfg: cfg, j: j, log: log, clock: clock}
 	o.notify, err = notify.New(notify.Options{
 		Webhook:    cfg.Notify.Webhook,
