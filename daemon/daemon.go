@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"time"
 
@@ -259,6 +260,42 @@ func isClosed(err error) bool {
 	return errors.Is(err, net.ErrClosed) || errors.Is(err, milter.ErrServerClosed) ||
 		errors.Is(err, pop3.ErrServerClosed) || errors.Is(err, imap.ErrServerClosed) || isIngestClosed(err)
 }
+
+// listen binds a "tcp:HOST:PORT" or "unix:/path" listener (the milter,
+// ingest and policy listeners).
+func listen(log *slog.Logger, key, spec string) (net.Listener, error) {
+	network, addr, err := config.SplitListen(spec)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", key, err)
+	}
+	if network != "unix" {
+		ln, err := net.Listen(network, addr)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", key, err)
+		}
+		warnIfExposed(log, key, ln.Addr())
+		return ln, nil
+	}
+	// A stale socket from a killed process would make Listen fail.
+	if err := os.Remove(addr); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%s: %w", key, err)
+	}
+	ln, err := net.Listen(network, addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", key, err)
+	}
+	// Connecting to a unix socket needs write permission on it. 0660 lets
+	// the MTA in when its user is in Lifeline's group (usermod -aG lifeline
+	// postfix, as with OpenDKIM), and nobody else: unlike a loopback port,
+	// which every local user can reach.
+	if err := os.Chmod(addr, socketMode); err != nil {
+		return nil, errors.Join(fmt.Errorf("%s: %w", key, err), ln.Close())
+	}
+	return ln, nil
+}
+
+// socketMode is the mode of the unix sockets Lifeline listens on.
+const socketMode = 0o660
 
 // warnIfExposed logs when a listener without authentication is not on loopback.
 func warnIfExposed(log *slog.Logger, what string, a net.Addr) {

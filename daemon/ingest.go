@@ -102,39 +102,6 @@ func newIngest(cfg *config.Config, j journal.Journal, resolver *addrmap.Map, mon
 	return x, nil
 }
 
-// listen binds a "tcp:HOST:PORT" or "unix:/path" listener (the milter,
-// ingest and policy listeners).
-func listen(log *slog.Logger, key, spec string) (net.Listener, error) {
-	network, addr, err := config.SplitListen(spec)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", key, err)
-	}
-	if network == "unix" {
-		// A stale socket from a killed process would make Listen fail.
-		if rerr := os.Remove(addr); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
-			return nil, fmt.Errorf("%s: %w", key, rerr)
-		}
-	}
-	ln, err := net.Listen(network, addr)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", key, err)
-	}
-	if network == "unix" {
-		// Connecting to a unix socket needs write permission on it. 0660
-		// lets the MTA in when its user is in Lifeline's group (usermod -aG
-		// lifeline postfix, as with OpenDKIM), and nobody else: unlike a
-		// loopback port, which every local user can reach.
-		if err := os.Chmod(addr, socketMode); err != nil {
-			return nil, errors.Join(fmt.Errorf("%s: %w", key, err), ln.Close())
-		}
-	}
-	warnIfExposed(log, key, ln.Addr())
-	return ln, nil
-}
-
-// socketMode is the mode of the unix sockets Lifeline listens on.
-const socketMode = 0o660
-
 // listeners is how many Serve goroutines serve starts (serveErr's capacity).
 func (x *ingestServers) listeners() int { return len(x.list) }
 
