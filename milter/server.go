@@ -103,7 +103,7 @@ const unixProtocol = gomilter.OptNoConnect | gomilter.OptNoData |
 
 // protocolFor is what Lifeline asks for on the MTA connection c (nil when
 // only checking options).
-func protocolFor(c net.Conn) gomilter.OptProtocol {
+func protocolFor(c *conn) gomilter.OptProtocol {
 	if c != nil && c.LocalAddr().Network() == "unix" {
 		return wantProtocol | unixProtocol
 	}
@@ -127,12 +127,8 @@ func negotiate(mtaVersion, milterVersion uint32, mtaActions, milterActions gomil
 // milterOptions are the go-milter options for the connection c (nil only for
 // checking the options).
 func (s *Server) milterOptions(c *conn) []gomilter.Option {
-	var nc net.Conn
-	if c != nil {
-		nc = c.Conn
-	}
 	return []gomilter.Option{
-		gomilter.WithProtocols(protocolFor(nc)),
+		gomilter.WithProtocols(protocolFor(c)),
 		// SMFIF_DELRCPT, to take custody recipients away from the MTA
 		// (custody.go). The MTA offers the actions it supports in
 		// SMFIC_OPTNEG and the milter picks from them; Postfix offers it
