@@ -607,8 +607,7 @@ func (ss *session) cmdTop(arg string) error {
 // send streams message i. An error after the +OK line ends the session: a
 // multi-line response cannot be taken back.
 func (ss *session) send(i, bodyLines int, status string) error {
-	m := ss.msgs[i]
-	rc, err := journal.OpenItem(ss.srv.ctx, ss.srv.opts.Journal, journal.MailboxItem{UID: m.UID, ID: m.ID, Size: m.Size, Body: m.Body})
+	rc, err := journal.OpenItem(ss.srv.ctx, ss.srv.opts.Journal, ss.msgs[i].Item())
 	if err != nil {
 		ss.log.Error("pop3: open message", "mailbox", ss.mailbox, "uid", ss.msgs[i].UID, "err", err)
 		if errors.Is(err, journal.ErrNotFound) {

@@ -66,6 +66,11 @@ type Message struct {
 	Body journal.BodyRef
 }
 
+// Item is what the journal needs to open the message (journal.OpenItem).
+func (m Message) Item() journal.MailboxItem {
+	return journal.MailboxItem{UID: m.UID, ID: m.ID, Received: m.Received, Size: m.Size, Body: m.Body}
+}
+
 // Store reads and writes users' views. It is safe for concurrent use. Flag
 // updates of one mailbox are serialised within one Store; two processes
 // updating the same message's flags at once (a future distributed journal)
