@@ -75,40 +75,8 @@ func TestServeJournalsAndShutsDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	milterAddr, httpAddr := freePort(t), freePort(t)
-	cfg, err := config.Parse("t.toml", []byte(fmt.Sprintf(`
-[journal]
-path = %q
-[milter]
-listen = "tcp:%s"
-[pop3]
-enabled = false
-[imap]
-enabled = false
-[http]
-listen = %q
-[mapping]
-alias_file = %q
-[[server]]
-name = "dovecot"
-domains = ["example.com"]
-lmtp = "tcp:127.0.0.1:24"
-`, filepath.Join(dir, "journal"), milterAddr, httpAddr, aliases)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan struct{})
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Version: "test", Ready: ready})
-	}()
-	select {
-	case <-ready:
-	case err := <-done:
-		t.Fatalf("Run: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("daemon not ready")
-	}
+	cfg := milterConfig(t, dir, "tcp:"+milterAddr, httpAddr, fmt.Sprintf("[mapping]\nalias_file = %q\n", aliases))
+	r := startDaemon(t, cfg)
 	if got := get(t, "http://"+httpAddr+"/healthz"); strings.TrimSpace(got) != "ok" {
 		t.Fatalf("healthz = %q", got)
 	}
@@ -129,14 +97,9 @@ lmtp = "tcp:127.0.0.1:24"
 		}
 	}
 
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Run returned %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("shutdown did not finish")
+	r.stop()
+	if t.Failed() {
+		t.FailNow()
 	}
 
 	j, err := OpenJournal(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
@@ -191,26 +154,7 @@ func TestMilterUnixSocket(t *testing.T) {
 		t.Fatal(err)
 	}
 	httpAddr := freePort(t)
-	cfg, err := config.Parse("t.toml", []byte(fmt.Sprintf(`
-[journal]
-path = %q
-[milter]
-listen = "unix:%s"
-[pop3]
-enabled = false
-[imap]
-enabled = false
-[http]
-listen = %q
-[[server]]
-name = "dovecot"
-domains = ["example.com"]
-lmtp = "tcp:127.0.0.1:24"
-`, filepath.Join(dir, "journal"), sock, httpAddr)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	startDaemon(t, cfg)
+	startDaemon(t, milterConfig(t, dir, "unix:"+sock, httpAddr, ""))
 	fi, err := os.Stat(sock)
 	if err != nil {
 		t.Fatal(err)
@@ -266,4 +210,31 @@ func sendOne(t *testing.T, sess *gomilter.ClientSession, bag *gomilter.MacroBag,
 	if err != nil || act.Type != gomilter.ActionAccept {
 		t.Fatalf("end: %v %v", act, err)
 	}
+}
+
+// milterConfig is a config with the journal in dir, the milter on
+// milterListen, /metrics on httpAddr, no IMAP or POP3, one mailbox server for
+// example.com, and extra TOML at the end.
+func milterConfig(t *testing.T, dir, milterListen, httpAddr, extra string) *config.Config {
+	t.Helper()
+	cfg, err := config.Parse("t.toml", []byte(fmt.Sprintf(`
+[journal]
+path = %q
+[milter]
+listen = %q
+[pop3]
+enabled = false
+[imap]
+enabled = false
+[http]
+listen = %q
+[[server]]
+name = "dovecot"
+domains = ["example.com"]
+lmtp = "tcp:127.0.0.1:24"
+%s`, filepath.Join(dir, "journal"), milterListen, httpAddr, extra)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }
