@@ -162,14 +162,18 @@ func OpenItem(ctx context.Context, j Journal, it MailboxItem) (io.ReadCloser, er
 	return j.Open(ctx, it.ID)
 }
 
-// ItemReader is implemented by journals that read a small listed message
-// whole into a caller's buffer more cheaply than through a reader (no reader,
-// no buffer of its own, no copy): what a FETCH reading ahead wants.
-// ReadItem appends the message to dst[:0] and returns it; ok is false when
-// the journal cannot do that for this item (no body place, several chunks),
-// and the caller then opens it.
+// ItemReader is implemented by journals that read many small listed
+// messages whole into a caller's buffers more cheaply than through a reader
+// each (one snapshot, one walk over the stored bodies in their order, no
+// reader, no copy): what a FETCH reading ahead wants. ReadItems reads the
+// messages of items that it can read that way (a body place, one chunk), in
+// an order of its choosing: for item k it appends the message to buf(k)[:0]
+// (or to a larger buffer of its own) and calls got(k, msg). An item it does
+// not read (several chunks, no body place, gone, damaged) gets no call: the
+// caller opens it, and meets any error there. The error is the read's as a
+// whole (the journal closing, ctx done).
 type ItemReader interface {
-	ReadItem(ctx context.Context, it MailboxItem, dst []byte) (msg []byte, ok bool, err error)
+	ReadItems(ctx context.Context, items []MailboxItem, buf func(k int) []byte, got func(k int, msg []byte)) error
 }
 
 // SweepResult reports what a retention sweep did.

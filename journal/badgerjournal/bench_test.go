@@ -223,6 +223,60 @@ func fillOpenBench(b *testing.B, codec string) (*Journal, []journal.ID) {
 	return j, ids
 }
 
+// BenchmarkReadItems measures what an IMAP FETCH of a whole mailbox asks of
+// the journal: every message of a mailbox of 10,000 4 KiB messages read whole,
+// in UID order, through ReadItems in batches of 32 ("batch": one snapshot and
+// one iterator per batch, which steps from body to body) beside the same
+// calls with one item each ("each": one snapshot and one lookup per message),
+// and logs the CPU ratio each/batch.
+//
+//	go test -run XXX -bench ReadItems -benchtime 20x ./journal/badgerjournal/
+func BenchmarkReadItems(b *testing.B) {
+	j, _ := fillOpenBench(b, "s2")
+	var items []journal.MailboxItem
+	if err := j.List(b.Context(), "rcpt@example.com", 0, func(it journal.MailboxItem) error {
+		items = append(items, it)
+		return nil
+	}); err != nil {
+		b.Fatal(err)
+	}
+	cpu := map[string]float64{}
+	for _, batch := range []int{1, 32} {
+		name := map[int]string{1: "each", 32: "batch"}[batch]
+		b.Run(name, func(b *testing.B) {
+			buf := make([]byte, 0, 8192)
+			var ru0, ru1 syscall.Rusage
+			if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru0); err != nil {
+				b.Fatal(err)
+			}
+			for b.Loop() {
+				read := 0
+				for k := 0; k < len(items); k += batch {
+					err := j.ReadItems(b.Context(), items[k:min(k+batch, len(items))], func(int) []byte { return buf }, func(_ int, msg []byte) {
+						buf = msg
+						read++
+					})
+					if err != nil {
+						b.Fatal(err)
+					}
+				}
+				if read != len(items) {
+					b.Fatalf("read %d of %d messages", read, len(items))
+				}
+			}
+			if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru1); err != nil {
+				b.Fatal(err)
+			}
+			used := ru1.Utime.Nano() + ru1.Stime.Nano() - ru0.Utime.Nano() - ru0.Stime.Nano()
+			cpu[name] = float64(used) / float64(b.N*len(items))
+			b.ReportMetric(cpu[name], "cpu-ns/msg")
+		})
+	}
+	if cpu["each"] > 0 && cpu["batch"] > 0 {
+		b.Logf("CPU per message: batch %.2f µs, each %.2f µs: ratio each/batch %.2f", cpu["batch"]/1e3, cpu["each"]/1e3, cpu["each"]/cpu["batch"])
+	}
+}
+
 // BenchmarkRestart measures what a restart of `lifeline serve` costs the
 // journal with LIFELINE_BENCH_MESSAGES journaled messages (default
 // 1,000,000; 2 KiB each, 1,000 mailboxes): Open, then the Stats and the

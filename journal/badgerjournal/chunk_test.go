@@ -3,8 +3,10 @@ package badgerjournal
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 
@@ -202,22 +204,6 @@ func TestOpenItem(t *testing.T) {
 		old := it
 		old.Body = journal.BodyRef{}
 		check(old)
-		// ReadItem: messages of one chunk whole, into the buffer given.
-		b, ok, err := j.ReadItem(t.Context(), it, make([]byte, 0, 8))
-		if ok != (it.Body.Chunks == 1) || err != nil {
-			t.Fatalf("UID %d of %d chunks: ReadItem ok %v, %v", it.UID, it.Body.Chunks, ok, err)
-		}
-		if ok && !bytes.Equal(b, readAll(t, j, it.ID)) {
-			t.Fatalf("UID %d: ReadItem read %d bytes, not the message", it.UID, len(b))
-		}
-		if _, ok, _ := j.ReadItem(t.Context(), old, nil); ok {
-			t.Fatalf("UID %d: ReadItem without a body place", it.UID)
-		}
-		wrong := it
-		wrong.Size++
-		if _, ok, err := j.ReadItem(t.Context(), wrong, nil); ok && err == nil {
-			t.Fatalf("UID %d: ReadItem of a wrong size succeeded", it.UID)
-		}
 	}
 
 	// An entry as format 2 wrote it lists without a body and still opens.
@@ -262,7 +248,105 @@ func TestOpenItem(t *testing.T) {
 	if _, err := j.OpenItem(t.Context(), items[4]); !errors.Is(err, journal.ErrNotFound) {
 		t.Fatalf("OpenItem of a swept message: %v", err)
 	}
-	if _, ok, err := j.ReadItem(t.Context(), items[0], nil); !ok || !errors.Is(err, journal.ErrNotFound) {
-		t.Fatalf("ReadItem of a swept message: %v %v", ok, err)
+}
+
+// TestReadItems: ReadItems reads whole, into the buffers given, exactly the
+// listed messages of one chunk, whatever their order in the call and however
+// far apart their bodies (other mailboxes' bodies between them, more than
+// seekSteps keys apart); not those of several chunks, without a body place,
+// of a wrong size or swept meanwhile, which the caller opens.
+func TestReadItems(t *testing.T) {
+	j := openTest(t, t.TempDir(), Options{ChunkSize: 64 << 10})
+	defer closeTest(t, j)
+	const n = 60
+	var want [][]byte
+	for i := range n {
+		size := 20 + i*37
+		if i%13 == 5 {
+			size = 150 << 10 // three chunks
+		}
+		body := fmt.Appendf(nil, "Subject: %d\r\n\r\n%s", i, bytes.Repeat([]byte{'a' + byte(i%26)}, size))
+		if _, err := j.Append(t.Context(), testEnv("rcpt@example.com"), bytes.NewReader(body)); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, body)
+		// Other mailboxes' bodies between this one and the next: a few
+		// (stepped over), or more than seekSteps (sought).
+		others := 1 + i%3
+		if i%10 == 9 {
+			others = 2 * seekSteps
+		}
+		for k := range others {
+			other := fmt.Appendf(nil, "Subject: other %d %d\r\n\r\nx\r\n", i, k)
+			if _, err := j.Append(t.Context(), testEnv("other@example.com"), bytes.NewReader(other)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	var items []journal.MailboxItem
+	if err := j.List(t.Context(), "rcpt@example.com", 1, func(it journal.MailboxItem) error {
+		items = append(items, it)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(items) != n {
+		t.Fatalf("listed %d items", len(items))
+	}
+	read := func(items []journal.MailboxItem) map[int][]byte {
+		t.Helper()
+		got := map[int][]byte{}
+		err := j.ReadItems(t.Context(), items, func(int) []byte { return make([]byte, 0, 8) }, func(k int, msg []byte) {
+			if _, dup := got[k]; dup {
+				t.Errorf("item %d read twice", k)
+			}
+			got[k] = msg
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+
+	// The items in a shuffled order, with a copy of one of them, one
+	// without a body place and one with a wrong size.
+	call := slices.Clone(items)
+	rand.New(rand.NewPCG(1, 2)).Shuffle(len(call), func(a, b int) { call[a], call[b] = call[b], call[a] })
+	call = append(call, call[7])
+	noPlace, wrongSize := call[3], call[4]
+	noPlace.Body = journal.BodyRef{}
+	wrongSize.Size++
+	call[3], call[4] = noPlace, wrongSize
+	got := read(call)
+	for k, it := range call {
+		msg, ok := got[k]
+		switch {
+		case k == 3 || k == 4 || it.Body.Chunks != 1:
+			if ok {
+				t.Errorf("item %d (UID %d, %d chunks, size %d): read", k, it.UID, it.Body.Chunks, it.Size)
+			}
+		case !ok:
+			t.Errorf("item %d (UID %d): not read", k, it.UID)
+		case !bytes.Equal(msg, want[it.UID-1]):
+			t.Errorf("item %d (UID %d): read %d bytes, not the message", k, it.UID, len(msg))
+		}
+	}
+	if len(got) < n-n/13-3 {
+		t.Fatalf("read %d of %d items", len(got), len(call))
+	}
+	// One item alone (looked up, not iterated).
+	if got := read(items[1:2]); len(got) != 1 || !bytes.Equal(got[0], want[1]) {
+		t.Fatalf("one item: read %d messages, %d bytes", len(got), len(got[0]))
+	}
+
+	// Swept meanwhile: not read.
+	if _, err := j.Sweep(t.Context(), time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(items); len(got) != 0 {
+		t.Fatalf("read %d swept messages", len(got))
+	}
+	if got := read(items[1:2]); len(got) != 0 {
+		t.Fatal("read one swept message")
 	}
 }

@@ -1,10 +1,14 @@
 package badgerjournal
 
 import (
+	"bytes"
+	"cmp"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
@@ -105,35 +109,90 @@ func (j *Journal) OpenItem(ctx context.Context, it journal.MailboxItem) (io.Read
 	return r, nil
 }
 
-// ReadItem implements journal.ItemReader for messages of one chunk: one
-// lookup, decoded straight into dst.
-func (j *Journal) ReadItem(ctx context.Context, it journal.MailboxItem, dst []byte) ([]byte, bool, error) {
-	if it.Body.IsZero() || it.Body.Chunks != 1 {
-		return nil, false, nil
+// ReadItems implements journal.ItemReader for messages of one chunk: in one
+// snapshot, in the order of their bodies, with one iterator. Bodies appended
+// one after the other are neighbours among the chunk keys, and stepping to the
+// next key costs about a tenth of a lookup of it (BenchmarkReadItems: 10,000
+// messages of 4 KiB). Each chunk is decoded straight into the caller's buffer.
+func (j *Journal) ReadItems(ctx context.Context, items []journal.MailboxItem, buf func(k int) []byte, got func(k int, msg []byte)) error {
+	order := make([]int, 0, len(items))
+	for k, it := range items {
+		if !it.Body.IsZero() && it.Body.Chunks == 1 {
+			order = append(order, k)
+		}
 	}
-	if need := int(it.Size) + decodeSlack; cap(dst) < need {
-		dst = make([]byte, 0, need)
+	if len(order) == 0 {
+		return nil
 	}
+	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(items[a].Body.N, items[b].Body.N) })
 	err := j.view(ctx, func(txn *badger.Txn) error {
-		item, err := txn.Get(chunkKey(it.Body.N, 0))
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return fmt.Errorf("chunk 0 gone: %w", journal.ErrNotFound)
+		// One message: a lookup, which its bloom filters make cheaper
+		// than an iterator's seek.
+		var it *badger.Iterator
+		if len(order) > 1 {
+			it = txn.NewIterator(badger.IteratorOptions{Prefix: []byte{tagChunk}})
+			defer it.Close()
 		}
-		if err != nil {
-			return err
+		want := make([]byte, 0, 1+8+4)
+		for n, k := range order {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			m := items[k]
+			want = binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint64(append(want[:0], tagChunk), m.Body.N), 0)
+			var item *badger.Item
+			if it == nil {
+				var err error
+				if item, err = txn.Get(want); err != nil {
+					continue // gone, or unreadable: the caller meets that when it opens it
+				}
+			} else if seekForward(it, want, n == 0) {
+				item = it.Item()
+			} else {
+				continue // gone (swept meanwhile): the caller meets that when it opens it
+			}
+			dst := buf(k)
+			if need := int(m.Size) + decodeSlack; cap(dst) < need {
+				dst = make([]byte, 0, need)
+			}
+			err := item.Value(func(v []byte) error {
+				var err error
+				dst, err = j.decodeChunk(dst, v)
+				return err
+			})
+			// A chunk that does not decode to the listed size is left to the
+			// caller's open, which reports it.
+			if err == nil && int64(len(dst)) == m.Size {
+				got(k, dst)
+			}
 		}
-		return item.Value(func(v []byte) error {
-			dst, err = j.decodeChunk(dst, v)
-			return err
-		})
+		return nil
 	})
-	if err == nil && int64(len(dst)) != it.Size {
-		err = fmt.Errorf("%d bytes stored, %d listed", len(dst), it.Size)
-	}
 	if err != nil {
-		return nil, true, fmt.Errorf("badgerjournal: read: message %s: %w", it.ID, err)
+		return fmt.Errorf("badgerjournal: read: %w", err)
 	}
-	return dst, true, nil
+	return nil
+}
+
+// seekSteps is how many keys seekForward steps over before it seeks instead:
+// a Seek costs about as much as eight steps (BenchmarkReadItems).
+const seekSteps = 8
+
+// seekForward moves it to key, which is not before its position unless first
+// (then it seeks), and reports whether the key is there.
+func seekForward(it *badger.Iterator, key []byte, first bool) bool {
+	if first {
+		it.Seek(key)
+	} else {
+		for n := 0; it.Valid() && bytes.Compare(it.Item().Key(), key) < 0; n++ {
+			if n == seekSteps {
+				it.Seek(key)
+				break
+			}
+			it.Next()
+		}
+	}
+	return it.Valid() && bytes.Equal(it.Item().Key(), key)
 }
 
 // Structure implements journal.Journal. A structure stored by a parser whose

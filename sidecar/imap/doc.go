@@ -73,8 +73,9 @@
 // bytes agree, bare LF line ends included. Body sections are streamed from the
 // journal into literals of the exact size announced, never held whole: BODY[]
 // and BODY[]<partial> of a 50 MB message cost a buffer. A FETCH of the bodies
-// of many messages reads those of at most 64 KiB ahead, whole, a few at a
-// time, while it writes the one before (prefetch.go), and gathers its
+// of many messages reads those of at most 64 KiB ahead, whole, in batches
+// that the journal reads in the order it stores them, while it writes the
+// ones before (prefetch.go), and gathers its
 // responses into writes of 64 KiB (conn.go). ENVELOPE, BODYSTRUCTURE
 // and part sections (BODY[1.2], [1.2.MIME], [2.HEADER], [2.TEXT]) come from
 // the MIME structure the journal computed at append time (package

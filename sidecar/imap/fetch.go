@@ -73,7 +73,6 @@ func (ss *session) Fetch(w *imapserver.FetchWriter, set goimap.NumSet, options *
 		for k, i := range idx {
 			f.ahead, f.aheadID = f.pf.get(k), v.msgs[i].id
 			err := f.message(ctx, w, i)
-			f.pf.release(f.ahead)
 			f.ahead = nil
 			if err != nil {
 				return err
@@ -100,7 +99,7 @@ type fetcher struct {
 	markSeen bool
 
 	pf      *prefetcher // nil when no message is read ahead
-	ahead   *prefetched // the current message read ahead, or nil
+	ahead   []byte      // the current message read ahead, or nil
 	aheadID journal.ID
 
 	seen    bool  // \Seen was set on some message

@@ -3,7 +3,6 @@ package imap
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"runtime"
@@ -14,170 +13,197 @@ import (
 )
 
 // A FETCH of many messages reads them from the journal ahead of the one
-// being written, in goroutines of its own: reading a message (a record and a
-// chunk looked up, a chunk decompressed) costs more than sending it, and the
-// two then overlap instead of alternating. Only messages of at most
-// prefetchMax bytes are read ahead, each whole into a pooled buffer, and at
-// most prefetchWindow of them at a time, so that a FETCH holds at most
-// prefetchWindow × prefetchMax bytes of read-ahead; larger messages are
-// streamed from the journal when their turn comes, as before. A few
-// goroutines per FETCH do the reading (prefetchWorkers), not one per message:
-// a fresh goroutine's stack grows through Badger's calls every time.
+// being written, in goroutines of its own: reading a message (a chunk looked
+// up and decompressed) costs more than sending it, and the two then overlap
+// instead of alternating. The messages are read in batches of consecutive
+// positions, each batch with one journal.ItemReader call, which walks the
+// stored bodies in their order in one snapshot instead of looking each one up
+// (BenchmarkReadItems in package badgerjournal). Only messages of at most
+// prefetchMax bytes are read ahead, whole, into pooled buffers; a batch ends
+// after prefetchBatch positions or prefetchBatchBytes bytes of such messages,
+// and at most prefetchAhead batches are read beyond the one being written, so
+// that a FETCH holds at most (prefetchAhead+1) × (prefetchBatchBytes +
+// prefetchMax) bytes of read-ahead. Larger messages are streamed from the
+// journal when their turn comes. A few goroutines per FETCH do the reading
+// (prefetchWorkers), not one per batch: a fresh goroutine's stack grows
+// through Badger's calls every time.
 //
-// A message read ahead is served from its buffer; one whose read failed is
-// opened again when its turn comes, so that an error (a message swept
-// meanwhile, a journal that closed) is met and reported exactly where it
-// would have been without read-ahead.
+// A message read ahead is served from its buffer; one that was not read
+// (several chunks, a read that failed) is opened when its turn comes, so that
+// an error (a message swept meanwhile, a journal that closed) is met and
+// reported exactly where it would have been without read-ahead.
 const (
-	prefetchMax     = 64 << 10
-	prefetchWindow  = 16
-	prefetchWorkers = 2 // at most GOMAXPROCS
+	prefetchMax        = 64 << 10
+	prefetchBatch      = 32
+	prefetchBatchBytes = 256 << 10
+	prefetchAhead      = 2
+	prefetchWorkers    = 2 // at most GOMAXPROCS
 )
 
 var prefetchBufs = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
 
-// prefetched is one message read ahead.
-type prefetched struct {
-	done chan struct{}
-	buf  *[]byte // the whole message, nil if the read failed
+// batch is the messages at positions [start, end) of a command, read ahead.
+type batch struct {
+	start, end int
+	done       chan struct{}
+	bufs       []*[]byte // per position: the whole message, nil if not read
 }
 
 // prefetcher reads the messages of one FETCH ahead of the writer.
 type prefetcher struct {
-	ss     *session
-	ctx    context.Context
-	cancel context.CancelFunc
-	msgs   []journal.MailboxItem // per position in the command; zero ID: not read ahead
-	items  []*prefetched         // per position, set when started
-	next   int                   // next position to start
-	todo   chan int              // positions for the workers; nil until the first
-	wg     sync.WaitGroup
+	ss      *session
+	r       journal.ItemReader
+	ctx     context.Context
+	cancel  context.CancelFunc
+	msgs    []journal.MailboxItem // per position in the command; zero ID: not read ahead
+	batches []*batch              // started, in position order; nil once released
+	cur     int                   // index in batches of the one holding the current position
+	next    int                   // first position of the next batch to start
+	todo    chan *batch           // batches for the workers; nil until the first
+	wg      sync.WaitGroup
 }
 
 // newPrefetcher returns a prefetcher for messages msgs (by position), or nil
 // when there is nothing to read ahead.
 func newPrefetcher(ctx context.Context, ss *session, msgs []journal.MailboxItem) *prefetcher {
-	if len(msgs) < 2 {
-		return nil // nothing to overlap with
+	r, ok := ss.srv.opts.Journal.(journal.ItemReader)
+	if !ok || len(msgs) < 2 {
+		return nil // nothing to overlap with, or no cheap way to read ahead
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	return &prefetcher{ss: ss, ctx: ctx, cancel: cancel, msgs: msgs, items: make([]*prefetched, len(msgs))}
+	return &prefetcher{ss: ss, r: r, ctx: ctx, cancel: cancel, msgs: msgs}
 }
 
-// get returns the message at position k of the command read whole, or nil;
-// release must be called with what it returned once the message's response
-// is written. It starts reading the messages up to prefetchWindow positions
-// ahead.
-func (p *prefetcher) get(k int) *prefetched {
+// get returns the message at position k of the command read whole, or nil.
+// Positions are asked for in increasing order; the buffer stays valid until
+// get is asked for a position past its batch, or stop. It starts reading
+// the batches up to prefetchAhead beyond k's.
+func (p *prefetcher) get(k int) []byte {
 	if p == nil {
 		return nil
 	}
-	for p.next < len(p.msgs) && p.next < k+prefetchWindow {
-		p.start(p.next)
-		p.next++
+	for p.cur < len(p.batches) && p.batches[p.cur].end <= k {
+		p.release(p.batches[p.cur])
+		p.batches[p.cur] = nil
+		p.cur++
 	}
-	it := p.items[k]
-	if it == nil {
+	for p.next < len(p.msgs) && len(p.batches)-p.cur <= prefetchAhead {
+		p.start()
+	}
+	if p.cur == len(p.batches) {
 		return nil
 	}
-	<-it.done
-	return it
+	b := p.batches[p.cur]
+	if k < b.start {
+		return nil
+	}
+	<-b.done
+	if bp := b.bufs[k-b.start]; bp != nil {
+		return *bp
+	}
+	return nil
 }
 
-func (p *prefetcher) start(k int) {
-	if p.msgs[k].ID.IsZero() || p.msgs[k].Size > prefetchMax {
+// readable reports whether the message at position k is one to read ahead.
+func (p *prefetcher) readable(k int) bool {
+	return !p.msgs[k].ID.IsZero() && p.msgs[k].Size <= prefetchMax
+}
+
+// start starts the next batch.
+func (p *prefetcher) start() {
+	b := &batch{start: p.next, done: make(chan struct{})}
+	var bytes int64
+	some := false
+	for b.end = b.start; b.end < len(p.msgs) && b.end-b.start < prefetchBatch && bytes < prefetchBatchBytes; b.end++ {
+		if p.readable(b.end) {
+			bytes += p.msgs[b.end].Size
+			some = true
+		}
+	}
+	p.next = b.end
+	b.bufs = make([]*[]byte, b.end-b.start)
+	p.batches = append(p.batches, b)
+	if !some {
+		close(b.done)
 		return
 	}
 	if p.todo == nil {
-		// At most prefetchWindow positions are started and not yet taken
-		// by get, so sending never blocks.
-		p.todo = make(chan int, prefetchWindow)
+		// At most prefetchAhead+1 batches are started and not yet
+		// released by get, so sending never blocks.
+		p.todo = make(chan *batch, prefetchAhead+1)
 		for range max(1, min(prefetchWorkers, runtime.GOMAXPROCS(0))) {
 			p.wg.Add(1)
 			go p.work()
 		}
 	}
-	p.items[k] = &prefetched{done: make(chan struct{})}
-	p.todo <- k
+	p.todo <- b
 }
 
-// work reads the messages of the positions it is sent.
+// work reads the batches it is sent.
 func (p *prefetcher) work() {
 	defer p.wg.Done()
-	for k := range p.todo {
-		p.readItem(k)
+	for b := range p.todo {
+		p.readBatch(b)
 	}
 }
 
-func (p *prefetcher) readItem(k int) {
-	it := p.items[k]
-	defer close(it.done)
+func (p *prefetcher) readBatch(b *batch) {
+	defer close(b.done)
 	defer func() {
 		if r := recover(); r != nil {
 			p.ss.srv.metrics.panics.Inc()
 			p.ss.log.Error("imap: panic reading ahead", "panic", r, "stack", string(debug.Stack()))
-			it.buf = nil
+			p.release(b)
 		}
 	}()
-	it.buf = p.read(p.msgs[k])
-}
-
-// read reads message id whole, or returns nil.
-func (p *prefetcher) read(m journal.MailboxItem) *[]byte {
-	size := m.Size
-	if r, ok := p.ss.srv.opts.Journal.(journal.ItemReader); ok {
+	var pos []int // positions in the batch to read
+	for k := b.start; k < b.end; k++ {
+		if p.readable(k) {
+			pos = append(pos, k)
+		}
+	}
+	items := make([]journal.MailboxItem, len(pos))
+	for n, k := range pos {
+		items[n] = p.msgs[k]
+	}
+	taken := make([]*[]byte, len(pos)) // pooled buffers handed to the journal
+	err := p.r.ReadItems(p.ctx, items, func(n int) []byte {
 		bp := prefetchBufs.Get().(*[]byte)
-		b, done, err := r.ReadItem(p.ctx, m, (*bp)[:0])
-		switch {
-		case done && err == nil:
-			*bp = b
-			return bp
-		case done:
+		taken[n] = bp
+		return (*bp)[:0]
+	}, func(n int, msg []byte) {
+		bp := taken[n]
+		if bp == nil { // a journal that did not ask for a buffer
+			bp = new([]byte)
+		}
+		taken[n] = nil
+		*bp = msg
+		b.bufs[pos[n]-b.start] = bp
+	})
+	for _, bp := range taken {
+		if bp != nil {
 			putPrefetchBuf(bp)
-			return nil
-		}
-		putPrefetchBuf(bp)
-	}
-	rc, err := journal.OpenItem(p.ctx, p.ss.srv.opts.Journal, m)
-	if err != nil {
-		return nil
-	}
-	bp := prefetchBufs.Get().(*[]byte)
-	if int64(cap(*bp)) < size {
-		b := make([]byte, 0, size)
-		bp = &b
-	}
-	b := (*bp)[:size]
-	_, err = io.ReadFull(rc, b)
-	if err == nil {
-		// The journal's size must be the message's: anything else is
-		// left to the reading without read-ahead to report.
-		var one [1]byte
-		if n, rerr := rc.Read(one[:]); n != 0 || !errors.Is(rerr, io.EOF) {
-			err = fmt.Errorf("message %s longer than %d bytes", m.ID, size)
 		}
 	}
-	if cerr := rc.Close(); err == nil {
-		err = cerr
-	}
 	if err != nil {
-		putPrefetchBuf(bp)
-		return nil
+		// What was read is served; the rest is opened in turn, and the
+		// error met there.
+		p.ss.log.Debug("imap: reading ahead", "err", err)
 	}
-	*bp = b
-	return bp
 }
 
-// release gives back a message's buffer.
-func (p *prefetcher) release(it *prefetched) {
-	if it != nil && it.buf != nil {
-		putPrefetchBuf(it.buf)
-		it.buf = nil
+// release gives back a batch's buffers.
+func (p *prefetcher) release(b *batch) {
+	for k, bp := range b.bufs {
+		if bp != nil {
+			putPrefetchBuf(bp)
+			b.bufs[k] = nil
+		}
 	}
 }
 
 func putPrefetchBuf(bp *[]byte) {
-	if cap(*bp) > prefetchMax {
+	if cap(*bp) > prefetchMax+1024 {
 		return
 	}
 	*bp = (*bp)[:0]
@@ -185,7 +211,7 @@ func putPrefetchBuf(bp *[]byte) {
 }
 
 // stop cancels the reads still running, waits for them and releases every
-// buffer not handed out.
+// buffer not released yet.
 func (p *prefetcher) stop() {
 	if p == nil {
 		return
@@ -195,15 +221,17 @@ func (p *prefetcher) stop() {
 		close(p.todo)
 	}
 	p.wg.Wait()
-	for _, it := range p.items {
-		p.release(it)
+	for _, b := range p.batches {
+		if b != nil {
+			p.release(b)
+		}
 	}
 }
 
 // aheadBytes returns message id whole if it was read ahead, or nil.
 func (f *fetcher) aheadBytes(id journal.ID) []byte {
-	if it := f.ahead; it != nil && it.buf != nil && f.aheadID == id {
-		return *it.buf
+	if f.aheadID == id {
+		return f.ahead
 	}
 	return nil
 }

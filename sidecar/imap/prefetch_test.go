@@ -23,7 +23,7 @@ import (
 func TestFetchReadAhead(t *testing.T) {
 	f := newFixture(t)
 	var sizes []int
-	for i := range 3 * prefetchWindow {
+	for i := range 3 * prefetchBatch {
 		size := 200 + i*97
 		switch i % 7 {
 		case 3:
@@ -133,12 +133,11 @@ func (c *countingJournal) OpenItem(ctx context.Context, it journal.MailboxItem) 
 	return c.Journal.OpenItem(ctx, it)
 }
 
-func (c *countingJournal) ReadItem(ctx context.Context, it journal.MailboxItem, dst []byte) ([]byte, bool, error) {
-	b, ok, err := c.Journal.ReadItem(ctx, it, dst)
-	if ok {
+func (c *countingJournal) ReadItems(ctx context.Context, items []journal.MailboxItem, buf func(int) []byte, got func(int, []byte)) error {
+	return c.Journal.ReadItems(ctx, items, buf, func(k int, msg []byte) {
 		c.reads.Add(1)
-	}
-	return b, ok, err
+		got(k, msg)
+	})
 }
 
 // TestFetchOpensItems: a FETCH of bodies reads every message from its
