@@ -266,6 +266,12 @@ func TestReadItems(t *testing.T) {
 			size = 150 << 10 // three chunks
 		}
 		body := fmt.Appendf(nil, "Subject: %d\r\n\r\n%s", i, bytes.Repeat([]byte{'a' + byte(i%26)}, size))
+		switch i {
+		case 11, 12: // exactly one chunk, and one byte more: two
+			body = append(body, bytes.Repeat([]byte{'z'}, 64<<10)...)[:64<<10+i-11]
+		case 14: // no body at all
+			body = fmt.Appendf(nil, "Subject: %d\r\n", i)
+		}
 		if _, err := j.Append(t.Context(), testEnv("rcpt@example.com"), bytes.NewReader(body)); err != nil {
 			t.Fatal(err)
 		}
@@ -292,6 +298,9 @@ func TestReadItems(t *testing.T) {
 	}
 	if len(items) != n {
 		t.Fatalf("listed %d items", len(items))
+	}
+	if items[11].Body.Chunks != 1 || items[12].Body.Chunks != 2 {
+		t.Fatalf("messages of 64 KiB and one byte more stored in %d and %d chunks", items[11].Body.Chunks, items[12].Body.Chunks)
 	}
 	read := func(items []journal.MailboxItem) map[int][]byte {
 		t.Helper()
@@ -331,7 +340,7 @@ func TestReadItems(t *testing.T) {
 			t.Errorf("item %d (UID %d): read %d bytes, not the message", k, it.UID, len(msg))
 		}
 	}
-	if len(got) < n-n/13-3 {
+	if len(got) < n-n/13-4 {
 		t.Fatalf("read %d of %d items", len(got), len(call))
 	}
 	// One item alone (looked up, not iterated).

@@ -27,7 +27,8 @@ import (
 // exact size announced before the literal: BODY[] of a 50 MB message never
 // sits in memory, and a section of a part is found by the structure's byte
 // offsets. In a FETCH of several messages, those of at most prefetchMax
-// bytes are read ahead, whole, while the one before is written (prefetch.go).
+// bytes are read ahead, whole, in batches, while the ones before are written
+// (prefetch.go).
 // Messages are sent as stored, so RFC822.SIZE and BODY[] agree with each
 // other and with the journal, bare LF line ends included.
 //

@@ -19,8 +19,35 @@ import (
 // TestFetchReadAhead fetches a mailbox of messages below and above
 // prefetchMax (one of several chunks) in one command, whole and in sections,
 // and compares every byte with the journal's: the messages read ahead and
-// those streamed must give the same answers.
+// those streamed must give the same answers, whether the journal reads many
+// at once (journal.ItemReader) or not (then each is read through Open).
 func TestFetchReadAhead(t *testing.T) {
+	t.Run("ItemReader", func(t *testing.T) { testFetchReadAhead(t, nil) })
+	t.Run("Open", func(t *testing.T) {
+		var opens atomic.Int64
+		n := testFetchReadAhead(t, func(o *Options) { o.Journal = plainJournal{o.Journal, &opens} })
+		// Read ahead, a small message is opened once for its three
+		// sections; without, once per section.
+		if got := opens.Load(); got >= int64(2*n) {
+			t.Errorf("%d messages opened %d times: not read ahead", n, got)
+		}
+	})
+}
+
+// plainJournal hides every optional interface of the journal it wraps and
+// counts the messages opened.
+type plainJournal struct {
+	journal.Journal
+	opens *atomic.Int64
+}
+
+func (p plainJournal) Open(ctx context.Context, id journal.ID) (io.ReadCloser, error) {
+	p.opens.Add(1)
+	return p.Journal.Open(ctx, id)
+}
+
+// testFetchReadAhead returns the number of messages fetched.
+func testFetchReadAhead(t *testing.T, opts func(*Options)) int {
 	f := newFixture(t)
 	var sizes []int
 	for i := range 3 * prefetchBatch {
@@ -47,7 +74,7 @@ func TestFetchReadAhead(t *testing.T) {
 		msg := b.String()[:size-2] + "\r\n"
 		appendMsg(t, f, msg, "carol")
 	}
-	ts := startServer(t, f, "", nil, nil)
+	ts := startServer(t, f, "", opts, nil)
 	c := login(t, ts.addr, "carol", nil)
 	selectBox(t, c, "INBOX")
 
@@ -76,6 +103,7 @@ func TestFetchReadAhead(t *testing.T) {
 			t.Errorf("message %d: TEXT<10.100> %q", i+1, got)
 		}
 	}
+	return len(sizes)
 }
 
 // TestFetchSweptMeanwhile: messages swept by retention between SELECT and a
