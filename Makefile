@@ -43,6 +43,7 @@ bench:
 	$(GO) test -run '^$$' -bench '^BenchmarkAppend$$' -benchtime 2000x ./journal/...
 	$(GO) test -run '^$$' -bench '^BenchmarkAppend50MB$$' -benchtime 3x ./journal/...
 	$(GO) test -run '^$$' -bench '^BenchmarkOpen$$' -benchtime 50000x -v ./journal/badgerjournal | grep -E '^Benchmark.*op|ratio'
+	$(GO) test -run '^$$' -bench '^BenchmarkReadItems$$' -benchtime 20x -v ./journal/badgerjournal | grep -E '^Benchmark.*op|ratio'
 	$(GO) test -run '^$$' -bench '^BenchmarkMessage$$' -benchtime 5000x -v ./milter | grep -E '^Benchmark.*op|CPU per'
 	$(GO) test -run '^$$' -bench '^BenchmarkRestart$$' -benchtime 3x -timeout 60m ./journal/badgerjournal
 	$(GO) test -run '^$$' -bench '^Benchmark(Parse|Copy)$$' ./mimestruct
