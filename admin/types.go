@@ -46,7 +46,9 @@ type JournalStatus struct {
 	Oldest time.Time `json:"oldest,omitzero"`
 	// Retention is the configured retention in seconds, and Horizon is now
 	// minus it: the next sweep removes what arrived before Horizon, except
-	// mail still in custody.
+	// mail still in custody. After the wall clock stepped forward while
+	// Lifeline ran, Horizon lags: it moves only as fast as time passes, until
+	// a restart.
 	Retention float64   `json:"retention_seconds"`
 	Horizon   time.Time `json:"horizon"`
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -28,20 +29,83 @@ func every(ctx context.Context, interval time.Duration, fn func()) {
 }
 
 // runSweeper removes messages past retention every interval, first right away,
-// and then the users' flags of the removed messages (views may be nil). The
-// horizon is wall time (clock), compared with the arrival
-// times in the journal: a step of the clock forward beyond the retention
-// removes every delivered message older than the new horizon, but never one
-// with a recipient in custody or retrying (the journal's Sweep keeps those).
-func runSweeper(ctx context.Context, j journal.Journal, views *userview.Store, retention, interval time.Duration, log *slog.Logger, m *metrics, clock func() time.Time) {
-	every(ctx, interval, func() { sweepOnce(ctx, j, views, retention, log, m, clock) })
+// and then the users' flags of the removed messages (views may be nil), with
+// the horizons h gives. The journal's Sweep never removes a message with a
+// recipient in custody or retrying, whatever the horizon.
+func runSweeper(ctx context.Context, j journal.Journal, views *userview.Store, h *retentionHorizon, interval time.Duration, log *slog.Logger, m *metrics, clock func() time.Time) {
+	every(ctx, interval, func() {
+		horizon, held := h.next(clock(), time.Now())
+		if held > heldQuiet {
+			log.Warn("the wall clock is ahead of the time that has passed since the last retention sweep (stepped forward?): "+
+				"the horizon moves with the time passed, so that no mail is removed early; a restart takes the wall clock as it is",
+				"horizon", horizon.UTC().Format(time.RFC3339), "held_back", held.Round(time.Second).String())
+		}
+		sweepOnce(ctx, j, views, horizon, log, m)
+	})
+}
+
+// heldQuiet is how far a horizon may be held back before it is logged.
+const heldQuiet = time.Minute
+
+// retentionHorizon gives the horizons of one process's retention sweeps: what
+// arrived before one is past retention. Arrival times in the journal are wall
+// times, so the wall clock decides, but the horizon moves forward no faster
+// than time passes on the monotonic clock since the sweep before. A wall clock
+// stepped months ahead (a wrong time source, a typo in `date -s`) would
+// otherwise have the next sweep remove every delivered copy older than the new
+// horizon at once: the archive the service exists to keep. A step back is
+// followed at once (it only keeps mail longer). A restart has no monotonic
+// reference and takes the wall clock as it is. (The monotonic clock stops
+// while the machine is suspended: after a resume the horizon lags by the
+// time asleep, and mail is kept that much longer, until a restart.)
+type retentionHorizon struct {
+	retention time.Duration
+
+	mu     sync.Mutex
+	last   time.Time // the last sweep's horizon; zero before the first
+	lastAt time.Time // when it was taken (time.Now, with its monotonic reading)
+}
+
+func newRetentionHorizon(retention time.Duration) *retentionHorizon {
+	return &retentionHorizon{retention: retention}
+}
+
+// next returns the horizon of a sweep starting with the wall clock at wall and
+// time.Now() at now, and how far it is held back from wall minus retention;
+// the sweep after it moves on from there.
+func (h *retentionHorizon) next(wall, now time.Time) (time.Time, time.Duration) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	horizon, held := h.peekLocked(wall, now)
+	h.last, h.lastAt = horizon, now
+	return horizon, held
+}
+
+// peek is next without moving on: the horizon a sweep starting now would
+// take, for `lifeline status`.
+func (h *retentionHorizon) peek(wall, now time.Time) time.Time {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	horizon, _ := h.peekLocked(wall, now)
+	return horizon
+}
+
+func (h *retentionHorizon) peekLocked(wall, now time.Time) (time.Time, time.Duration) {
+	want := wall.Add(-h.retention)
+	if h.last.IsZero() {
+		return want, 0
+	}
+	if bound := h.last.Add(now.Sub(h.lastAt)); want.After(bound) {
+		return bound, want.Sub(bound)
+	}
+	return want, 0
 }
 
 // maxPruneMailboxes bounds the mailboxes remembered for one sweep's prune; the
 // rest are pruned by a later sweep, when they have fewer old messages left.
 const maxPruneMailboxes = 100_000
 
-func sweepOnce(ctx context.Context, j journal.Journal, views *userview.Store, retention time.Duration, log *slog.Logger, m *metrics, clock func() time.Time) {
+func sweepOnce(ctx context.Context, j journal.Journal, views *userview.Store, horizon time.Time, log *slog.Logger, m *metrics) {
 	defer func() {
 		if r := recover(); r != nil {
 			m.panics.WithLabelValues("retention").Inc()
@@ -49,7 +113,6 @@ func sweepOnce(ctx context.Context, j journal.Journal, views *userview.Store, re
 		}
 	}()
 	start := time.Now() // for the duration, on the monotonic clock
-	horizon := clock().Add(-retention)
 	// The journal does not say which mailboxes a sweep touched: note them
 	// first, among the messages the sweep may remove.
 	var swept map[string]struct{}

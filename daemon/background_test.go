@@ -63,7 +63,7 @@ func TestSweepPrunesViews(t *testing.T) {
 	if n := keys(); n != 2 {
 		t.Fatalf("%d view keys before the sweep", n)
 	}
-	sweepOnce(ctx, j, views, 90*24*time.Hour, slog.New(slog.NewTextHandler(io.Discard, nil)), newMetrics(prometheus.NewRegistry(), "test"), time.Now)
+	sweepOnce(ctx, j, views, time.Now().Add(-90*24*time.Hour), slog.New(slog.NewTextHandler(io.Discard, nil)), newMetrics(prometheus.NewRegistry(), "test"))
 	if n := keys(); n != 1 {
 		t.Errorf("%d view keys after the sweep, want 1 (the kept message's)", n)
 	}

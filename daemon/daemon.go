@@ -190,7 +190,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 	}()
 	go func() {
 		defer bgwg.Done()
-		runSweeper(bg, j, views, cfg.Journal.Retention.D(), cfg.Journal.SweepInterval.D(), log.With("component", "retention"), m, clock)
+		runSweeper(bg, j, views, out.horizon, cfg.Journal.SweepInterval.D(), log.With("component", "retention"), m, clock)
 	}()
 	go func() {
 		defer bgwg.Done()

@@ -32,10 +32,12 @@ type outage struct {
 	// stats is the journal snapshot runStats keeps, for Status.
 	stats journalStats
 	clock func() time.Time // the wall clock (Options.Clock)
+	// horizon gives the retention sweeps' horizons, and Status the next one.
+	horizon *retentionHorizon
 }
 
 func newOutage(cfg *config.Config, j journal.Journal, log *slog.Logger, reg prometheus.Registerer, m *metrics, clock func() time.Time) (_ *outage, err error) {
-	o := &outage{cfg: cfg, j: j, log: log, clock: clock}
+	o := &outage{cfg: cfg, j: j, log: log, clock: clock, horizon: newRetentionHorizon(cfg.Journal.Retention.D())}
 	o.notify, err = notify.New(notify.Options{
 		Webhook:    cfg.Notify.Webhook,
 		Postmaster: cfg.Notify.Postmaster,
@@ -193,7 +195,7 @@ func (o *outage) Status(ctx context.Context) (admin.Status, error) {
 		st.Journal = &admin.JournalStatus{
 			Updated: snap.At.UTC(), Messages: snap.Messages, Mailboxes: snap.Mailboxes,
 			BytesOnDisk: snap.BytesOnDisk, BytesRaw: snap.BytesRaw, DiskFree: snap.DiskFree, DiskSize: snap.DiskSize,
-			Oldest: snap.Oldest.UTC(), Retention: ret.Seconds(), Horizon: st.Time.Add(-ret),
+			Oldest: snap.Oldest.UTC(), Retention: ret.Seconds(), Horizon: o.horizon.peek(st.Time, time.Now()).UTC(),
 		}
 	}
 	return st, nil
