@@ -175,14 +175,18 @@ func canTakeCustody(dir string, deferAbove float64, minFree int64) error {
 // knownRecipients is the policy server's list of known mailboxes: the
 // passwd-file's accounts, the alias map's keys and targets, and the lines of
 // [policy] known_recipients_file. The files are read again when they change,
-// checked at most once per knownCheckInterval.
+// checked at most once per knownCheckInterval. An entry without a domain (a
+// Dovecot users file for auth_username_format = %n) is a local part, known in
+// every domain. With no entry at all (no list readable yet) every address is
+// known: rejecting then would bounce every recipient of a server in outage.
 type knownRecipients struct {
 	log   *slog.Logger
 	files []knownFile
 
 	mu        sync.Mutex
-	set       map[string]bool
+	set       map[string]bool // addresses and bare local parts, lower case
 	lastCheck time.Time
+	warnedNil bool // the empty list was logged
 }
 
 type knownFile struct {
@@ -219,7 +223,15 @@ func (k *knownRecipients) Has(addr string) bool {
 	}
 	set := k.set
 	k.mu.Unlock()
-	return set[strings.ToLower(strings.TrimSpace(addr))]
+	if len(set) == 0 {
+		return true
+	}
+	addr = strings.ToLower(strings.TrimSpace(addr))
+	if set[addr] {
+		return true
+	}
+	local, _, ok := strings.Cut(addr, "@")
+	return ok && local != "" && set[local]
 }
 
 // refreshLocked re-reads the files that changed. A file that cannot be read
@@ -256,10 +268,17 @@ func (k *knownRecipients) refreshLocked(now time.Time) {
 	set := map[string]bool{}
 	for _, f := range k.files {
 		for _, e := range f.entries {
-			set[strings.ToLower(strings.TrimSpace(e))] = true
+			if e = strings.ToLower(strings.TrimSpace(e)); e != "" {
+				set[e] = true
+			}
 		}
 	}
 	k.set = set
+	if len(set) == 0 && !k.warnedNil {
+		k.warnedNil = true
+		k.log.Warn("policy: no known recipients (no readable list has an entry): unknown recipients are not rejected until one has",
+			"passwd_file", k.files[0].path)
+	}
 }
 
 // passwdUsers returns a passwd-file's user names (the first field), never

@@ -188,6 +188,33 @@ func TestKnownRecipients(t *testing.T) {
 	}
 }
 
+// A users file of bare names (Dovecot's auth_username_format = %n) makes
+// those local parts known in every domain; with no list readable at all,
+// every address is known (nothing to reject by).
+func TestKnownRecipientsBareAndEmpty(t *testing.T) {
+	dir := t.TempDir()
+	cfg := &config.Config{}
+	cfg.Auth.PasswdFile = filepath.Join(dir, "users")
+	k := newKnownRecipients(cfg, slog.New(slog.DiscardHandler))
+	if !k.Has("anyone@example.com") {
+		t.Error("with no list, an address is unknown: every recipient would be rejected")
+	}
+	if err := os.WriteFile(cfg.Auth.PasswdFile, []byte("alice:{PLAIN}x\nBob:{PLAIN}y\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	k.mu.Lock()
+	k.lastCheck = time.Time{}
+	k.mu.Unlock()
+	for addr, want := range map[string]bool{
+		"alice@example.com": true, "bob@other.test": true, "alice": true,
+		"carol@example.com": false, "@example.com": false, "example.com": false,
+	} {
+		if got := k.Has(addr); got != want {
+			t.Errorf("Has(%q) = %v, want %v", addr, got, want)
+		}
+	}
+}
+
 func TestCanTakeCustody(t *testing.T) {
 	dir := t.TempDir()
 	if err := canTakeCustody(dir, 100, 0); err != nil {
