@@ -66,15 +66,30 @@ func statusState(st admin.Status) (code int, state string) {
 	return code, state
 }
 
+// statusUsage ends status after a usage error with 1, as when Lifeline
+// cannot be asked, or 3 (UNKNOWN) when --nagios is among the arguments:
+// not the 2 of other commands' usage errors, which is status's code for an
+// outage (CRITICAL for Nagios), so that a typo in a monitoring check does
+// not page anyone about an outage.
+func statusUsage(err error, args []string, stderr io.Writer) error {
+	fmt.Fprintf(stderr, "lifeline: %v\n", err)
+	for _, a := range args {
+		if name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "="); name == "nagios" && strings.HasPrefix(a, "-") {
+			return exitError(nagiosUnknown)
+		}
+	}
+	return exitError(1)
+}
+
 func cmdStatus(args []string, stdout, stderr io.Writer) error {
 	fs, cfgPath := newFlags("status", stderr)
 	asJSON := fs.Bool("json", false, "print JSON (with the same exit status as the table)")
 	nagios := fs.Bool("nagios", false, "print one line and exit as a Nagios plugin (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN)")
 	if err := parse(fs, args); err != nil {
-		return err
+		return statusUsage(err, args, stderr)
 	}
 	if *asJSON && *nagios {
-		return usageError{errors.New("status: --json and --nagios exclude each other")}
+		return statusUsage(errors.New("status: --json and --nagios exclude each other"), args, stderr)
 	}
 	st, err := fetchStatus(*cfgPath)
 	if err != nil {

@@ -50,9 +50,9 @@ commands:
                             each mailbox server's state, custody backlog, replay
                             progress, journal size and retention horizon; exit 0
                             all fine, 2 an outage is active, 3 replay recipients
-                            failed, 1 Lifeline unreachable (--json: 0, read
-                            "state"; --nagios: one line, 0 OK, 1 WARNING,
-                            2 CRITICAL, 3 UNKNOWN)
+                            failed, 1 Lifeline unreachable or a usage error
+                            (--json: the same, and "state"; --nagios: one line,
+                            0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN)
   outage start -c FILE --server NAME --reason TEXT
                             declare an outage by hand (probes do not end it)
   outage end -c FILE --server NAME

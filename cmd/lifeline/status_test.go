@@ -99,6 +99,29 @@ func pollStatus(t *testing.T, cond func(code int, out string) bool, args ...stri
 // retention horizon once the first statistics are read), 2 during an
 // operator outage (CRITICAL with --nagios), the state inside --json with
 // the same exit status, and 1 (UNKNOWN with --nagios) when Lifeline cannot be reached.
+// TestStatusUsageExitCodes: a usage error of status exits 1 (3, UNKNOWN, with
+// --nagios), never 2, which means an outage (CRITICAL).
+func TestStatusUsageExitCodes(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want int
+	}{
+		{[]string{"--bogus"}, 1},
+		{[]string{"--json", "--nagios"}, nagiosUnknown},
+		{[]string{"--nagios", "--bogus"}, nagiosUnknown},
+		{[]string{"-nagios=true", "extra"}, nagiosUnknown},
+		{[]string{"-h"}, 1},
+	} {
+		code, out, errs := runCmd(t, append([]string{"status"}, tc.args...)...)
+		if code != tc.want {
+			t.Errorf("status %v: exit %d, want %d\n%s%s", tc.args, code, tc.want, out, errs)
+		}
+		if errs == "" {
+			t.Errorf("status %v: nothing on stderr", tc.args)
+		}
+	}
+}
+
 func TestStatusExitCodes(t *testing.T) {
 	cfgPath := statusDaemon(t)
 
@@ -157,8 +180,8 @@ func TestStatusExitCodes(t *testing.T) {
 		t.Errorf("after the outage: exit %d\n%s", code, out)
 	}
 
-	if code, _, _ := runCmd(t, "status", "--json", "--nagios", "-c", cfgPath); code != 2 {
-		t.Errorf("--json --nagios: exit %d, want 2 (usage)", code)
+	if code, _, _ := runCmd(t, "status", "--json", "--nagios", "-c", cfgPath); code != nagiosUnknown {
+		t.Errorf("--json --nagios: exit %d, want %d (usage, UNKNOWN)", code, nagiosUnknown)
 	}
 }
 
