@@ -564,6 +564,20 @@ func (c *Config) Warnings() []string {
 		}
 	}
 	out = append(out, c.webmailWarning()...)
+	// The mail listeners have no authentication: whoever reaches them can
+	// journal mail, or put it in custody, which replay later delivers to the
+	// mailbox server past the MTA's own checks.
+	for _, l := range []struct{ key, value, what string }{
+		{"milter.listen", c.Milter.Listen, "journal mail"},
+		{"ingest.journal_listen", c.Ingest.JournalListen, "journal mail"},
+		{"ingest.custody_listen", c.Ingest.CustodyListen, "put mail in custody, which replay delivers past the MTA's checks"},
+		{"policy.listen", c.Policy.Listen, "ask which recipients are known"},
+	} {
+		if network, addr, err := SplitListen(l.value); l.value != "" && err == nil && network == "tcp" && !listensOnLoopback(addr) {
+			out = append(out, fmt.Sprintf("%s %s is not loopback and has no authentication: anyone who reaches it can %s (keep it on loopback or a unix socket, or restrict it with a firewall)",
+				l.key, addr, l.what))
+		}
+	}
 	return out
 }
 

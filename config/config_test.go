@@ -407,6 +407,29 @@ func TestMailAccessDefaults(t *testing.T) {
 	}
 }
 
+// The mail listeners (milter, ingest, policy) have no authentication: one on
+// a TCP address other than loopback gets a warning; loopback and unix sockets
+// none.
+func TestMailListenerWarnings(t *testing.T) {
+	c, err := Parse("t.toml", []byte(minimal+"[milter]\nlisten = \"tcp:0.0.0.0:8894\"\n"+
+		"[ingest]\ncustody_listen = \"tcp:10.0.0.5:2425\"\njournal_listen = \"unix:/run/lifeline/ingest.sock\"\n"+
+		"[policy]\nlisten = \"tcp:127.0.0.1:10040\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := strings.Join(c.Warnings(), "\n")
+	for _, want := range []string{"milter.listen 0.0.0.0:8894 is not loopback", "ingest.custody_listen 10.0.0.5:2425 is not loopback"} {
+		if !strings.Contains(w, want) {
+			t.Errorf("no warning %q in %q", want, w)
+		}
+	}
+	for _, not := range []string{"journal_listen", "policy.listen"} {
+		if strings.Contains(w, not) {
+			t.Errorf("a warning for %s: %q", not, w)
+		}
+	}
+}
+
 func TestMailAccessKeys(t *testing.T) {
 	c, err := Parse("t.toml", []byte(minimal+`
 [mailbox_access]
