@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"regexp"
 	"strings"
@@ -138,4 +139,34 @@ func FuzzQuery(f *testing.F) {
 			t.Fatalf("%q: dates without their strings: %+v", raw, q)
 		}
 	})
+}
+
+// TestRemotePeer: behind a reverse proxy on this host the login limits see
+// the browser's address, the one the proxy appended last to X-Forwarded-For;
+// what the browser claims before it, and the header on any connection that is
+// not loopback, are ignored.
+func TestRemotePeer(t *testing.T) {
+	for _, tc := range []struct {
+		remote   string
+		xff      []string
+		loopback bool
+		ip       string
+	}{
+		{"127.0.0.1:5555", nil, true, "127.0.0.1"},
+		{"127.0.0.1:5555", []string{"203.0.113.7"}, true, "203.0.113.7"},
+		{"[::1]:5555", []string{"10.9.9.9, 2001:db8::5"}, true, "2001:db8::5"},
+		{"127.0.0.1:5555", []string{"10.9.9.9", "198.51.100.2 , 203.0.113.8"}, true, "203.0.113.8"},
+		{"127.0.0.1:5555", []string{"not-an-address"}, true, "127.0.0.1"},
+		{"192.0.2.1:5555", []string{"203.0.113.7"}, false, "192.0.2.1"},
+	} {
+		r := httptest.NewRequest(http.MethodGet, "/login", nil)
+		r.RemoteAddr = tc.remote
+		for _, v := range tc.xff {
+			r.Header.Add("X-Forwarded-For", v)
+		}
+		loopback, ip := remotePeer(r)
+		if loopback != tc.loopback || ip != tc.ip {
+			t.Errorf("%s with X-Forwarded-For %q: loopback %v, ip %q; want %v, %q", tc.remote, tc.xff, loopback, ip, tc.loopback, tc.ip)
+		}
+	}
 }

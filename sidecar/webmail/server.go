@@ -206,7 +206,14 @@ func (s *Server) wrap(page string, auth bool, h handlerFunc) http.Handler {
 	})
 }
 
-// remotePeer returns whether the client is on loopback, and its IP.
+// remotePeer returns whether the client's connection is on loopback, and the
+// client's IP. A loopback connection is a reverse proxy on this host (the
+// only plain-HTTP client webmail serves) or a local program: its request's
+// client is the address the proxy appended last to X-Forwarded-For (RFC 7239
+// §5.2 for the same idea in Forwarded), so that the login limits count each
+// browser's address instead of one bucket, 127.0.0.1, shared by everyone.
+// Entries before the last are the browser's own claims and are ignored; from
+// any other connection the header is ignored.
 func remotePeer(r *http.Request) (loopback bool, ip string) {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
@@ -216,5 +223,15 @@ func remotePeer(r *http.Request) (loopback bool, ip string) {
 	if a == nil {
 		return false, host
 	}
-	return sidecar.Peer(&net.TCPAddr{IP: a})
+	loopback, ip = sidecar.Peer(&net.TCPAddr{IP: a})
+	if loopback {
+		if xff := r.Header.Values("X-Forwarded-For"); len(xff) > 0 {
+			last := xff[len(xff)-1]
+			last = strings.TrimSpace(last[strings.LastIndexByte(last, ',')+1:])
+			if c := net.ParseIP(last); c != nil {
+				ip = c.String()
+			}
+		}
+	}
+	return loopback, ip
 }
