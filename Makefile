@@ -66,6 +66,7 @@ fuzz:
 	.ci/fuzz FuzzChunk ./journal/badgerjournal $(FUZZTIME) -fuzzminimizetime 1x $(FUZZFLAGS)
 	.ci/fuzz FuzzSession ./sidecar/pop3 $(FUZZTIME) $(FUZZFLAGS)
 	.ci/fuzz FuzzSession ./sidecar/imap $(FUZZTIME) $(FUZZFLAGS)
+	.ci/fuzz FuzzCanonical ./sidecar/userview $(FUZZTIME) $(FUZZFLAGS)
 	.ci/fuzz FuzzParseLine ./auth $(FUZZTIME) $(FUZZFLAGS)
 	.ci/fuzz FuzzVerifyHash ./auth $(FUZZTIME) $(FUZZFLAGS)
 	.ci/fuzz FuzzParse ./mimestruct $(FUZZTIME) $(FUZZFLAGS)

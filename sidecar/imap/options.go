@@ -48,6 +48,14 @@ const (
 	// DefaultStructureCacheSize is how many parsed MIME structures of messages
 	// journaled without one are kept.
 	DefaultStructureCacheSize = 256
+	// DefaultMaxConnections bounds the connections open at once, so that a
+	// flood of sockets cannot exhaust the process's file descriptors, which
+	// the milter in the same process needs too.
+	DefaultMaxConnections = 1000
+	// DefaultMaxConnectionsPerClient bounds the connections open at once from
+	// one client address (an IPv6 /64): Thunderbird opens about 5 per
+	// account, and a household behind one NAT has a few accounts.
+	DefaultMaxConnectionsPerClient = 20
 )
 
 // Options configure a Server. Store, Journal and Auth are required.
@@ -113,6 +121,18 @@ type Options struct {
 	// messages journaled before the journal stored them) are cached. Zero
 	// means DefaultStructureCacheSize.
 	StructureCacheSize int
+
+	// MaxConnections is the most connections open at once; a connection over
+	// it hears "* BYE Too many connections" (RFC 9051 §7.1.5) and is closed.
+	// It counts a connection from accept until it closes, logged in or not.
+	// Zero means DefaultMaxConnections; negative means no limit.
+	MaxConnections int
+
+	// MaxConnectionsPerClient is the most connections open at once from one
+	// client address, IPv6 addresses counted per /64 (package connlimit);
+	// refused like MaxConnections. Zero means DefaultMaxConnectionsPerClient;
+	// negative means no limit.
+	MaxConnectionsPerClient int
 }
 
 func (o Options) withDefaults() (Options, error) {
@@ -162,6 +182,12 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.StructureCacheSize == 0 {
 		o.StructureCacheSize = DefaultStructureCacheSize
+	}
+	if o.MaxConnections == 0 {
+		o.MaxConnections = DefaultMaxConnections
+	}
+	if o.MaxConnectionsPerClient == 0 {
+		o.MaxConnectionsPerClient = DefaultMaxConnectionsPerClient
 	}
 	o.TLSConfig = sidecar.ServerTLS(o.TLSConfig)
 	return o, nil

@@ -17,6 +17,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver"
 
 	"github.com/lifelinemail/lifeline/sidecar"
+	"github.com/lifelinemail/lifeline/sidecar/connlimit"
 )
 
 // ErrServerClosed is returned by Serve and ServeTLS after Shutdown.
@@ -51,6 +52,7 @@ type Server struct {
 	opts    Options
 	log     *slog.Logger
 	metrics *metrics
+	limits  *connlimit.Limiter // Options.MaxConnections and MaxConnectionsPerClient
 	watches *watches
 	structs *structCache
 
@@ -91,9 +93,16 @@ func New(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	limits, err := connlimit.New(connlimit.Options{
+		Max: o.MaxConnections, PerClient: o.MaxConnectionsPerClient,
+		Protocol: "imap", Registerer: o.Registerer, Logger: o.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
-		opts: o, log: o.Logger, metrics: m, ctx: ctx, cancel: cancel,
+		opts: o, log: o.Logger, metrics: m, limits: limits, ctx: ctx, cancel: cancel,
 		done:      make(chan struct{}),
 		listeners: map[net.Listener]struct{}{},
 		conns:     map[*wconn]struct{}{},
@@ -192,11 +201,16 @@ func (s *Server) startEnginesLocked() {
 // server is closing.
 func (s *Server) dispatch(c net.Conn, implicitTLS bool) bool {
 	loopback, ip := sidecar.Peer(c.RemoteAddr())
+	if reason := s.limits.Acquire(ip); reason != "" {
+		s.refuse(c, implicitTLS, reason)
+		return true
+	}
 	id := s.nextID.Add(1)
 	wc := newWConn(s, c, id, loopback, ip)
 	s.mu.Lock()
 	if s.closing.Load() {
 		s.mu.Unlock()
+		s.limits.Release(ip)
 		if err := c.Close(); err != nil {
 			s.log.Debug("imap: close", "err", err)
 		}
@@ -237,6 +251,23 @@ func (s *Server) dispatch(c net.Conn, implicitTLS bool) bool {
 	return true
 }
 
+// refuse answers a connection over Options.MaxConnections or
+// MaxConnectionsPerClient with a BYE greeting, which says that the server
+// will not accept the connection (RFC 9051 §7.1.5, RFC 3501 §7.1.5), and
+// closes it.
+func (s *Server) refuse(c net.Conn, implicitTLS bool, reason string) {
+	s.log.Debug("imap: connection refused", "remote", c.RemoteAddr().String(), "reason", reason)
+	line := "* BYE Too many connections, try again later\r\n"
+	if reason == connlimit.ReasonPerClient {
+		line = "* BYE Too many connections from your address, try again later\r\n"
+	}
+	var tc *tls.Config
+	if implicitTLS {
+		tc = s.opts.TLSConfig
+	}
+	s.limits.Refuse(c, tc, line)
+}
+
 func (s *Server) handshake(tc *tls.Conn) error {
 	if err := tc.SetDeadline(time.Now().Add(min(s.opts.IdleTimeout, 30*time.Second))); err != nil {
 		return err
@@ -252,6 +283,7 @@ func (s *Server) forget(c *wconn) {
 	s.mu.Lock()
 	delete(s.conns, c)
 	s.mu.Unlock()
+	s.limits.Release(c.clientIP)
 	s.metrics.sessions.Dec()
 	s.wg.Done()
 }
@@ -304,6 +336,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		<-done
 		errs = append(errs, ctx.Err())
 	}
+	s.limits.Close()
 	s.cancel()
 	return errors.Join(errs...)
 }

@@ -19,6 +19,22 @@ func (ss *session) selected() (*view, error) {
 	return ss.sel, nil
 }
 
+func errTooManyKeywords() error {
+	return no(goimap.ResponseCodeLimit, "a message may carry at most %d keywords", userview.MaxKeywords)
+}
+
+// distinctKeywords counts the keywords in flags, which compare
+// case-insensitively (RFC 9051 §2.3.2).
+func distinctKeywords(flags []string) int {
+	seen := make(map[string]bool, len(flags))
+	for _, f := range flags {
+		if !strings.HasPrefix(f, `\`) {
+			seen[strings.ToLower(f)] = true
+		}
+	}
+	return len(seen)
+}
+
 func errReadOnly() error {
 	return no(goimap.ResponseCodeCannot, "mailbox is read-only (EXAMINE), SELECT it to change it")
 }
@@ -26,7 +42,10 @@ func errReadOnly() error {
 // Store implements STORE and UID STORE (RFC 3501 §6.4.6). Flags persist per
 // user in the journal's control store (package userview): another session,
 // and the same user tomorrow, see them. \Recent cannot be stored and is
-// ignored.
+// ignored. A message carries at most userview.MaxKeywords keywords of at most
+// userview.MaxKeywordLength bytes: a STORE beyond fails with NO [LIMIT]
+// (RFC 9051 §7.1, RFC 5530 §3) for the messages it would overfill, and
+// changes the others.
 func (ss *session) Store(w *imapserver.FetchWriter, set goimap.NumSet, flags *goimap.StoreFlags, _ *goimap.StoreOptions) error {
 	return ss.run("STORE", func(ctx context.Context) error {
 		v, err := ss.selected()
@@ -49,6 +68,10 @@ func (ss *session) Store(w *imapserver.FetchWriter, set goimap.NumSet, flags *go
 				fl = append(fl, string(f))
 			}
 		}
+		if flags.Op != goimap.StoreFlagsDel && distinctKeywords(fl) > userview.MaxKeywords {
+			// No message could take them all: refuse before touching any.
+			return errTooManyKeywords()
+		}
 		store := ss.srv.opts.Store
 		var done []int
 		var failed error
@@ -68,6 +91,15 @@ func (ss *session) Store(w *imapserver.FetchWriter, set goimap.NumSet, flags *go
 			}
 			if errors.Is(err, userview.ErrBadFlag) {
 				return bad("invalid flag in %v", flags.Flags)
+			}
+			if errors.Is(err, userview.ErrKeywordTooLong) {
+				// The flags are checked before any message changes.
+				return no(goimap.ResponseCodeLimit, "a keyword may be at most %d bytes long", userview.MaxKeywordLength)
+			}
+			if errors.Is(err, userview.ErrTooManyKeywords) {
+				// This message is full; others may still take the flags.
+				failed = errTooManyKeywords()
+				continue
 			}
 			if errors.Is(err, userview.ErrNoMessage) {
 				// Expunged by another session meanwhile: its EXPUNGE

@@ -35,6 +35,14 @@ const (
 	// DefaultMaxLineLength bounds one command line, CRLF included. RFC 2449 §4
 	// allows 255 octets for commands; SASL responses (RFC 5034 §4) are longer.
 	DefaultMaxLineLength = 4096
+	// DefaultMaxConnections bounds the connections open at once, so that a
+	// flood of sockets cannot exhaust the process's file descriptors, which
+	// the milter in the same process needs too.
+	DefaultMaxConnections = 1000
+	// DefaultMaxConnectionsPerClient bounds the connections open at once from
+	// one client address (an IPv6 /64). A POP3 client uses one connection
+	// per account (RFC 1939 §8 locks the maildrop to one session).
+	DefaultMaxConnectionsPerClient = 10
 	// maxErrors is how many failed commands (unknown, malformed, overlong,
 	// failed logins) a session may make before the server hangs up.
 	maxErrors = 10
@@ -83,6 +91,19 @@ type Options struct {
 
 	// MaxLineLength bounds a command line. Zero means DefaultMaxLineLength.
 	MaxLineLength int
+
+	// MaxConnections is the most connections open at once; a connection over
+	// it hears "-ERR [SYS/TEMP] too many connections" (RFC 2449 §8, RFC 3206
+	// §4) and is closed. It counts a connection from accept until it closes,
+	// logged in or not. Zero means DefaultMaxConnections; negative means no
+	// limit.
+	MaxConnections int
+
+	// MaxConnectionsPerClient is the most connections open at once from one
+	// client address, IPv6 addresses counted per /64 (package connlimit);
+	// refused like MaxConnections. Zero means DefaultMaxConnectionsPerClient;
+	// negative means no limit.
+	MaxConnectionsPerClient int
 }
 
 func (o Options) withDefaults() (Options, error) {
@@ -117,6 +138,12 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.MaxLineLength == 0 {
 		o.MaxLineLength = DefaultMaxLineLength
+	}
+	if o.MaxConnections == 0 {
+		o.MaxConnections = DefaultMaxConnections
+	}
+	if o.MaxConnectionsPerClient == 0 {
+		o.MaxConnectionsPerClient = DefaultMaxConnectionsPerClient
 	}
 	o.TLSConfig = sidecar.ServerTLS(o.TLSConfig)
 	return o, nil

@@ -10,6 +10,9 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/lifelinemail/lifeline/sidecar"
+	"github.com/lifelinemail/lifeline/sidecar/connlimit"
 )
 
 // ErrServerClosed is returned by Serve and ServeTLS after Shutdown.
@@ -19,6 +22,7 @@ var ErrServerClosed = errors.New("pop3: server closed")
 type Server struct {
 	opts    Options
 	metrics *metrics
+	limits  *connlimit.Limiter // Options.MaxConnections and MaxConnectionsPerClient
 
 	ctx    context.Context // cancelled when Shutdown gives up waiting
 	cancel context.CancelFunc
@@ -43,9 +47,16 @@ func New(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	limits, err := connlimit.New(connlimit.Options{
+		Max: o.MaxConnections, PerClient: o.MaxConnectionsPerClient,
+		Protocol: "pop3", Registerer: o.Registerer, Logger: o.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Server{
-		opts: o, metrics: m, ctx: ctx, cancel: cancel,
+		opts: o, metrics: m, limits: limits, ctx: ctx, cancel: cancel,
 		listeners: map[net.Listener]struct{}{},
 		sessions:  map[*session]struct{}{},
 		inUse:     map[string]struct{}{},
@@ -96,15 +107,45 @@ func (s *Server) serve(ln net.Listener, implicitTLS bool) error {
 			return fmt.Errorf("pop3: accept: %w", err)
 		}
 		delay = 0
+		_, ip := sidecar.Peer(c.RemoteAddr())
+		if reason := s.limits.Acquire(ip); reason != "" {
+			s.refuse(c, implicitTLS, reason)
+			continue
+		}
 		if implicitTLS {
 			c = tls.Server(c, s.opts.TLSConfig)
 		}
 		if !s.begin() {
-			c.Close()
+			s.limits.Release(ip)
+			if err := c.Close(); err != nil {
+				s.opts.Logger.Debug("pop3: close", "err", err)
+			}
 			return ErrServerClosed
 		}
-		go s.handle(c)
+		go func() {
+			// handle returns once the connection is closed: it counts
+			// against the limits until then.
+			defer s.limits.Release(ip)
+			s.handle(c)
+		}()
 	}
+}
+
+// refuse answers a connection over Options.MaxConnections or
+// MaxConnectionsPerClient with a negative greeting and closes it. SYS/TEMP
+// (RFC 3206 §4, a response code as RFC 2449 §8 defines them) tells the client
+// that the failure is temporary and not its credentials' fault.
+func (s *Server) refuse(c net.Conn, implicitTLS bool, reason string) {
+	s.opts.Logger.Debug("pop3: connection refused", "remote", c.RemoteAddr().String(), "reason", reason)
+	line := "-ERR [SYS/TEMP] too many connections, try again later\r\n"
+	if reason == connlimit.ReasonPerClient {
+		line = "-ERR [SYS/TEMP] too many connections from your address, try again later\r\n"
+	}
+	var tc *tls.Config
+	if implicitTLS {
+		tc = s.opts.TLSConfig
+	}
+	s.limits.Refuse(c, tc, line)
 }
 
 // begin registers a connection's goroutine, unless the server is closing.
@@ -182,6 +223,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		<-done
 		errs = append(errs, ctx.Err())
 	}
+	s.limits.Close()
 	s.cancel()
 	return errors.Join(errs...)
 }

@@ -54,6 +54,30 @@ var ErrNoMessage = fmt.Errorf("userview: no such message: %w", journal.ErrNotFou
 // ErrBadFlag is returned for a flag that is not a system flag or a valid keyword.
 var ErrBadFlag = errors.New("userview: invalid flag")
 
+// Limits on keywords. The view of every message is stored in the journal's
+// control store, on the disk the journal needs for mail: without a bound a
+// client repeating "STORE 1:* +FLAGS (k1 ... k8000)" would grow every
+// message's value without end. Dovecot's limits are of the same order
+// (mail_max_keyword_length = 50; its index holds a few dozen keywords).
+const (
+	// MaxKeywords is how many keywords one message may carry.
+	MaxKeywords = 64
+	// MaxKeywordLength is the longest keyword, in bytes.
+	MaxKeywordLength = 100
+)
+
+// ErrLimit is wrapped by the errors of an update that would exceed a limit:
+// ErrTooManyKeywords, ErrKeywordTooLong.
+var ErrLimit = errors.New("userview: limit exceeded")
+
+var (
+	// ErrTooManyKeywords is returned by an update that would leave a message
+	// with more than MaxKeywords keywords (and more than it had).
+	ErrTooManyKeywords = fmt.Errorf("%w: more than %d keywords on one message", ErrLimit, MaxKeywords)
+	// ErrKeywordTooLong is returned for a keyword longer than MaxKeywordLength.
+	ErrKeywordTooLong = fmt.Errorf("%w: keyword longer than %d bytes", ErrLimit, MaxKeywordLength)
+)
+
 // Message is one message of a user's view, in UID order.
 type Message struct {
 	UID      uint32
@@ -281,7 +305,9 @@ func (s *Store) visible(ctx context.Context, mailbox string, uid uint32) (state,
 	return st, nil
 }
 
-// SetFlags replaces a message's flags and returns the stored set.
+// SetFlags replaces a message's flags and returns the stored set. Like
+// AddFlags it fails with ErrTooManyKeywords, and stores nothing, when the
+// message would carry more than MaxKeywords keywords.
 func (s *Store) SetFlags(ctx context.Context, mailbox string, uid uint32, flags []string) ([]string, error) {
 	return s.update(ctx, mailbox, uid, flags, func(_, add []string) []string { return add })
 }
@@ -294,9 +320,11 @@ func (s *Store) AddFlags(ctx context.Context, mailbox string, uid uint32, flags 
 // RemoveFlags removes flags from a message's flags and returns the stored set.
 func (s *Store) RemoveFlags(ctx context.Context, mailbox string, uid uint32, flags []string) ([]string, error) {
 	return s.update(ctx, mailbox, uid, flags, func(old, rm []string) []string {
-		return slices.DeleteFunc(slices.Clone(old), func(f string) bool {
-			return slices.ContainsFunc(rm, func(r string) bool { return strings.EqualFold(r, f) })
-		})
+		drop := make(map[string]bool, len(rm))
+		for _, r := range rm {
+			drop[strings.ToLower(r)] = true
+		}
+		return slices.DeleteFunc(slices.Clone(old), func(f string) bool { return drop[strings.ToLower(f)] })
 	})
 }
 
@@ -313,6 +341,11 @@ func (s *Store) update(ctx context.Context, mailbox string, uid uint32, flags []
 	next, _ := canonical(op(st.Flags, arg))
 	if slices.Equal(next, st.Flags) {
 		return next, nil
+	}
+	// A message stored with more keywords than the limit (a limit lowered
+	// since) may still lose some.
+	if n := keywords(next); n > MaxKeywords && n > keywords(st.Flags) {
+		return nil, ErrTooManyKeywords
 	}
 	st.Flags = next
 	if err := s.put(ctx, mailbox, uid, st); err != nil {
@@ -346,43 +379,66 @@ func (s *Store) Prune(ctx context.Context, mailbox string) (int, error) {
 	return n, nil
 }
 
+// keywords counts the keywords of a canonical flag set.
+func keywords(flags []string) int {
+	n := 0
+	for _, f := range flags {
+		if !strings.HasPrefix(f, `\`) {
+			n++
+		}
+	}
+	return n
+}
+
 // canonical validates flags, spells system flags canonically, drops
 // duplicates (flags compare case-insensitively, RFC 9051 §2.3.2) and orders
-// system flags first, then keywords sorted.
+// system flags first, then keywords sorted. It takes time linear in the
+// number of flags: a client chooses how many it sends.
 func canonical(flags []string) ([]string, error) {
-	var sys, kw []string
+	sys := make([]bool, len(systemFlags))
+	var kw []string
+	var seen map[string]bool // lower-cased keywords
 	for _, f := range flags {
 		if strings.HasPrefix(f, `\`) {
 			i := slices.IndexFunc(systemFlags, func(s string) bool { return strings.EqualFold(s, f) })
 			if i < 0 {
 				return nil, fmt.Errorf("%w %q", ErrBadFlag, f)
 			}
-			if !slices.Contains(sys, systemFlags[i]) {
-				sys = append(sys, systemFlags[i])
-			}
+			sys[i] = true
 			continue
 		}
 		if !validKeyword(f) {
 			return nil, fmt.Errorf("%w %q", ErrBadFlag, f)
 		}
-		if !slices.ContainsFunc(kw, func(k string) bool { return strings.EqualFold(k, f) }) {
+		if len(f) > MaxKeywordLength {
+			return nil, ErrKeywordTooLong
+		}
+		if seen == nil {
+			seen = make(map[string]bool)
+		}
+		if k := strings.ToLower(f); !seen[k] {
+			seen[k] = true
 			kw = append(kw, f)
 		}
 	}
-	slices.SortFunc(sys, func(a, b string) int {
-		return slices.Index(systemFlags, a) - slices.Index(systemFlags, b)
-	})
+	var out []string
+	for i, on := range sys {
+		if on {
+			out = append(out, systemFlags[i])
+		}
+	}
 	slices.Sort(kw)
-	out := append(sys, kw...)
+	out = append(out, kw...)
 	if len(out) == 0 {
 		return nil, nil
 	}
 	return out, nil
 }
 
-// validKeyword: an IMAP atom (RFC 3501 §9, atom-char), bounded in length.
+// validKeyword: an IMAP atom (RFC 3501 §9, atom-char); its length is checked
+// apart (MaxKeywordLength), a limit rather than a syntax error.
 func validKeyword(s string) bool {
-	if s == "" || len(s) > 100 {
+	if s == "" {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
