@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+	"unicode/utf8"
 )
 
 // Errors of Authenticator.Login. Neither says whether the user name or the password was
@@ -58,16 +59,27 @@ func NewAuthenticator(users Verifier, opts AuthenticatorOptions) *Authenticator 
 // the user field should not find all of it in the log, nor should a megabyte of garbage.
 const maxLoggedUser = 128
 
+// LogUser returns the user name of a login attempt as it may be logged: cut to 128 bytes
+// (at a character boundary) with "..." added. Every log line that names a login's user goes
+// through it, the servers' too.
+func LogUser(user string) string {
+	if len(user) <= maxLoggedUser {
+		return user
+	}
+	n := maxLoggedUser
+	for n > 0 && !utf8.RuneStart(user[n]) {
+		n--
+	}
+	return user[:n] + "..."
+}
+
 // Login checks user's password for a client at clientIP (an IP address, with or without a
 // port). It returns the canonical user name, which names the mailbox. A failure is
 // ErrBadCredentials or ErrRateLimited (wrapped: test with errors.Is), or ctx's error if ctx
 // ends while the limiter's delay is waited out. The delay is served before the password is
 // checked, so a guess is answered no sooner.
 func (a *Authenticator) Login(ctx context.Context, clientIP, user, password string) (mailbox string, err error) {
-	logUser := user
-	if len(logUser) > maxLoggedUser {
-		logUser = logUser[:maxLoggedUser] + "..."
-	}
+	logUser := LogUser(user)
 	wait, ok := a.limiter.Allow(clientIP, user)
 	if !ok {
 		a.log.Warn("login refused: rate limited", "user", logUser, "client_ip", clientIP, "retry_after", wait.Round(time.Second))

@@ -1,7 +1,7 @@
 package auth
 
 import (
-	"container/list"
+	"container/heap"
 	"net"
 	"net/netip"
 	"strings"
@@ -52,15 +52,22 @@ var (
 
 // DefaultMaxEntries bounds each of the limiter's two tables (addresses, users). An entry
 // takes about 220 bytes (measured with short keys), so both full tables hold about 45 MB.
-// The bound has a price: a key is forgotten once MaxEntries newer keys were seen, so an
-// attacker who spends that many attempts on other keys frees a locked-out one early.
+//
+// A table holds only keys with something to count (failures, attempts in flight, a lockout):
+// a refused attempt adds nothing, and a key is dropped as soon as its count runs out. The
+// bound never drops a key that still counts, or an attacker could free a locked-out user by
+// spending attempts on other names. When a table is full of such keys, a new key is refused
+// (as if rate limited) until the oldest count runs out, after Window or Lockout: the limiter
+// fails closed. Filling a table takes MaxEntries failed attempts within one Window, each from
+// an address that has not used up its own MaxFailures, nearly all of them with a password
+// hashed.
 const DefaultMaxEntries = 100_000
 
 // LimiterOptions configures a Limiter. Zero fields take the defaults.
 type LimiterOptions struct {
 	PerAddr LimitPolicy // zero value: DefaultAddrPolicy
 	PerUser LimitPolicy // zero value: DefaultUserPolicy
-	// MaxEntries bounds each table; when full, the key idle longest is forgotten.
+	// MaxEntries bounds each table; when full, new keys are refused (see DefaultMaxEntries).
 	MaxEntries int
 	// Clock gives the time. Nil is time.Now.
 	Clock func() time.Time
@@ -96,28 +103,45 @@ func NewLimiter(opts LimiterOptions) *Limiter {
 }
 
 // Allow is asked before checking a password. ok false means refuse the attempt without
-// checking (locked out, or too many attempts in flight); wait is then how long until trying
-// again makes sense. ok true means go ahead, after waiting wait (zero for the first few
-// failures). Every allowed attempt must be followed by Failure or Success.
+// checking (locked out, too many attempts in flight, or no room to count a new key); wait is
+// then how long until trying again makes sense. ok true means go ahead, after waiting wait
+// (zero for the first few failures). Every allowed attempt must be followed by Failure or
+// Success.
+//
+// A refused attempt changes nothing: it costs the client no password hashing, so it must not
+// be a cheap way to fill the tables either.
 func (l *Limiter) Allow(clientIP, user string) (wait time.Duration, ok bool) {
 	now := l.opts.Clock()
 	a, u := addrKey(clientIP), userKey(user)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	ea := l.addrs.get(a, now, true)
-	eu := l.users.get(u, now, true)
+	ea := l.addrs.get(a, now)
+	eu := l.users.get(u, now)
 	wa, oka := l.addrs.check(ea, now)
 	wu, oku := l.users.check(eu, now)
-	switch {
-	case !oka && !oku:
+	if !oka || !oku {
+		switch {
+		case oka:
+			wa = 0
+		case oku:
+			wu = 0
+		}
 		return max(wa, wu), false
-	case !oka:
-		return wa, false
-	case !oku:
-		return wu, false
 	}
-	ea.attempt(now)
-	eu.attempt(now)
+	// Both tables must have room before either gets the attempt, or a refusal would leave
+	// half an attempt in flight.
+	var fa, fu time.Duration
+	if ea == nil {
+		fa, oka = l.addrs.room(now)
+	}
+	if eu == nil {
+		fu, oku = l.users.room(now)
+	}
+	if !oka || !oku {
+		return max(fa, fu), false
+	}
+	l.addrs.attempt(ea, a, now)
+	l.users.attempt(eu, u, now)
 	return max(wa, wu), true
 }
 
@@ -127,28 +151,41 @@ func (l *Limiter) Failure(clientIP, user string) {
 	a, u := addrKey(clientIP), userKey(user)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.addrs.fail(l.addrs.get(a, now, true), now)
-	l.users.fail(l.users.get(u, now, true), now)
+	l.addrs.fail(a, now)
+	l.users.fail(u, now)
 }
 
-// Success records a successful login: the user's count is cleared; the address's attempt is
-// no longer in flight.
+// Success records a successful login: the user's failures and lockout are cleared; the
+// attempt is no longer in flight. The user's other attempts in flight stay counted: they may
+// be an attacker's, racing the user, and each will still be reported, which then finds its
+// entry and needs no room in a full table.
 func (l *Limiter) Success(clientIP, user string) {
 	now := l.opts.Clock()
 	a, u := addrKey(clientIP), userKey(user)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if e := l.addrs.get(a, now, false); e != nil && e.pending > 0 {
+	if e := l.addrs.get(a, now); e != nil && e.pending > 0 {
 		e.pending--
+		l.addrs.update(e)
 	}
-	l.users.remove(u)
+	if e := l.users.get(u, now); e != nil {
+		e.failures, e.lastFailure, e.lockedUntil = 0, time.Time{}, time.Time{}
+		if e.pending > 0 {
+			e.pending--
+		}
+		l.users.update(e)
+	}
 }
 
-// Len returns the number of addresses and user names the limiter holds.
+// Len returns the number of addresses and user names the limiter holds: those with failures,
+// attempts in flight or a lockout.
 func (l *Limiter) Len() (addrs, users int) {
+	now := l.opts.Clock()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.addrs.ll.Len(), l.users.ll.Len()
+	l.addrs.sweep(now)
+	l.users.sweep(now)
+	return len(l.addrs.m), len(l.users.m)
 }
 
 // addrKey normalises a client address: the IP without port or zone, IPv4-mapped IPv6 as IPv4,
@@ -171,12 +208,14 @@ func addrKey(s string) string {
 
 func userKey(s string) string { return strings.ToLower(s) }
 
-// limitTable is one LRU-bounded table of keys.
+// limitTable is one bounded table of keys. It holds only entries with something to count;
+// they are also kept in a heap by the time their count runs out (end), so that the stale ones
+// are dropped in order without a scan, and a full table knows when it will have room.
 type limitTable struct {
-	p   LimitPolicy
-	max int
-	m   map[string]*list.Element // of *limitEntry
-	ll  *list.List               // front: most recently used
+	p    LimitPolicy
+	max  int
+	m    map[string]*limitEntry
+	ends endHeap
 }
 
 type limitEntry struct {
@@ -186,38 +225,117 @@ type limitEntry struct {
 	lastAttempt time.Time
 	lastFailure time.Time
 	lockedUntil time.Time
+	end         time.Time // when expire would make the entry clean; see update
+	index       int       // in limitTable.ends
 }
 
 func newLimitTable(p LimitPolicy, max int) *limitTable {
-	return &limitTable{p: p, max: max, m: map[string]*list.Element{}, ll: list.New()}
+	return &limitTable{p: p, max: max, m: map[string]*limitEntry{}}
 }
 
-// get returns key's entry, creating it if create, after expiring what is stale.
-func (t *limitTable) get(key string, now time.Time, create bool) *limitEntry {
-	if el, ok := t.m[key]; ok {
-		t.ll.MoveToFront(el)
-		e := el.Value.(*limitEntry)
-		t.expire(e, now)
-		return e
+// sweep drops the entries whose count has run out by now.
+func (t *limitTable) sweep(now time.Time) {
+	for len(t.ends) > 0 && !t.ends[0].end.After(now) {
+		t.remove(t.ends[0])
 	}
-	if !create {
+}
+
+// get returns key's entry after expiring what is stale, or nil if key has nothing to count.
+// It never creates one: only an allowed attempt or a failure does (attempt, fail).
+func (t *limitTable) get(key string, now time.Time) *limitEntry {
+	t.sweep(now)
+	e := t.m[key]
+	if e == nil {
 		return nil
 	}
-	for t.ll.Len() >= t.max {
-		old := t.ll.Back()
-		t.ll.Remove(old)
-		delete(t.m, old.Value.(*limitEntry).key)
+	t.expire(e, now)
+	if !t.update(e) {
+		return nil
 	}
-	e := &limitEntry{key: key}
-	t.m[key] = t.ll.PushFront(e)
 	return e
 }
 
-func (t *limitTable) remove(key string) {
-	if el, ok := t.m[key]; ok {
-		t.ll.Remove(el)
-		delete(t.m, key)
+// room reports whether a new key fits; if not, wait is how long until the first entry's count
+// runs out. A lockout, or an attempt in flight, is never dropped: a dropped lockout would give an
+// attacker MaxFailures fresh guesses for the price of filling the table. But refusing every new
+// key whenever the table is full would let whoever fills it with failures (cheap from an IPv6
+// /48's many /64s) lock every honest user out; so a full table makes room by dropping, among
+// evictSample entries (Go's map order is random), the unlocked one with the fewest failures: the
+// flood's own one-failure entries go first, and a partly guessed user survives unless the table
+// is full of keys with as many failures, which costs the attacker that many guesses per key.
+// Only a table of lockouts and attempts in flight refuses new keys.
+func (t *limitTable) room(now time.Time) (wait time.Duration, ok bool) {
+	t.sweep(now)
+	if len(t.m) < t.max {
+		return 0, true
 	}
+	var victim *limitEntry
+	n := 0
+	for _, e := range t.m {
+		if e.lockedUntil.IsZero() && e.pending == 0 && (victim == nil || e.failures < victim.failures) {
+			victim = e
+		}
+		if n++; n == evictSample {
+			break
+		}
+	}
+	if victim != nil {
+		t.remove(victim)
+		return 0, true
+	}
+	return t.ends[0].end.Sub(now), false
+}
+
+// evictSample is how many entries a full table looks at for one to drop.
+const evictSample = 64
+
+// add puts a new, still clean entry for key into the table; the caller has checked room and
+// must record something in it and call update.
+func (t *limitTable) add(key string) *limitEntry {
+	e := &limitEntry{key: key, index: -1}
+	t.m[key] = e
+	return e
+}
+
+// update files e under its new end, or drops it if nothing is left to count. It reports
+// whether e is still in the table.
+func (t *limitTable) update(e *limitEntry) bool {
+	e.end = time.Time{}
+	switch {
+	case !e.lockedUntil.IsZero():
+		e.end = e.lockedUntil
+	default:
+		if e.failures > 0 {
+			e.end = e.lastFailure.Add(t.p.Window)
+		}
+		if e.pending > 0 {
+			e.end = later(e.end, e.lastAttempt.Add(t.p.Window))
+		}
+	}
+	if e.end.IsZero() {
+		t.remove(e)
+		return false
+	}
+	if e.index < 0 {
+		heap.Push(&t.ends, e)
+	} else {
+		heap.Fix(&t.ends, e.index)
+	}
+	return true
+}
+
+func (t *limitTable) remove(e *limitEntry) {
+	if e.index >= 0 {
+		heap.Remove(&t.ends, e.index)
+	}
+	delete(t.m, e.key)
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // expire starts the count again after a lockout ends or after Window without a failure.
@@ -239,13 +357,22 @@ func (t *limitTable) expire(e *limitEntry, now time.Time) {
 	}
 }
 
-func (e *limitEntry) attempt(now time.Time) {
+// attempt records an allowed attempt on e, or on a new entry for key if e is nil (the caller
+// has checked room).
+func (t *limitTable) attempt(e *limitEntry, key string, now time.Time) {
+	if e == nil {
+		e = t.add(key)
+	}
 	e.pending++
 	e.lastAttempt = now
+	t.update(e)
 }
 
-// check applies the policy to an entry before an attempt.
+// check applies the policy to an entry before an attempt; nil is a key with nothing counted.
 func (t *limitTable) check(e *limitEntry, now time.Time) (time.Duration, bool) {
+	if e == nil {
+		return t.p.delay(0), true
+	}
 	if now.Before(e.lockedUntil) {
 		return e.lockedUntil.Sub(now), false
 	}
@@ -270,7 +397,18 @@ func (p LimitPolicy) delay(n int) time.Duration {
 	return min(d, p.MaxDelay)
 }
 
-func (t *limitTable) fail(e *limitEntry, now time.Time) {
+// fail records a failure for key. The attempt's entry is normally there, holding it in flight;
+// it is not only if the caller took longer than Window to report. A new entry is then made if
+// there is room; if there is none, the failure is not counted, which loses less than dropping
+// an entry that counts would.
+func (t *limitTable) fail(key string, now time.Time) {
+	e := t.get(key, now)
+	if e == nil {
+		if _, ok := t.room(now); !ok {
+			return
+		}
+		e = t.add(key)
+	}
 	if e.pending > 0 {
 		e.pending--
 	}
@@ -279,4 +417,28 @@ func (t *limitTable) fail(e *limitEntry, now time.Time) {
 	if e.failures >= t.p.MaxFailures {
 		e.lockedUntil = now.Add(t.p.Lockout)
 	}
+	t.update(e)
+}
+
+// endHeap orders entries by end, soonest first (container/heap).
+type endHeap []*limitEntry
+
+func (h endHeap) Len() int           { return len(h) }
+func (h endHeap) Less(i, j int) bool { return h[i].end.Before(h[j].end) }
+func (h endHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].index, h[j].index = i, j
+}
+func (h *endHeap) Push(x any) {
+	e := x.(*limitEntry)
+	e.index = len(*h)
+	*h = append(*h, e)
+}
+func (h *endHeap) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	old[len(old)-1] = nil
+	e.index = -1
+	*h = old[:len(old)-1]
+	return e
 }

@@ -13,6 +13,7 @@ import (
 	goimap "github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
 
+	"github.com/lifelinemail/lifeline/auth"
 	"github.com/lifelinemail/lifeline/internal/promreg"
 	"github.com/lifelinemail/lifeline/sidecar"
 )
@@ -153,29 +154,32 @@ func (ss *session) Login(username, password string) error {
 		m := ss.srv.metrics.logins
 		mailbox, err := ss.srv.opts.Auth.Login(ctx, ss.conn.clientIP, username, password)
 		if err != nil {
-			if sidecar.TemporaryError(err) {
-				m.WithLabelValues("imap", promreg.LoginError).Inc()
-				ss.log.Warn("imap: login error", "user", username, "err", err)
-				return no(goimap.ResponseCodeUnavailable, "cannot log in now, try again later")
-			}
-			m.WithLabelValues("imap", promreg.LoginFailed).Inc()
-			ss.log.Info("imap: login failed", "user", username, "err", err)
+			// Temporary failures count toward the hang-up too: the daemon reports a
+			// rate-limited login as one, and a client that keeps trying while locked out
+			// should not keep the connection.
 			if ss.failures++; ss.failures >= maxLoginFailures {
 				ss.conn.hangUp("too many failed logins")
 			}
+			if sidecar.TemporaryError(err) {
+				m.WithLabelValues("imap", promreg.LoginError).Inc()
+				ss.log.Warn("imap: login error", "user", auth.LogUser(username), "err", err)
+				return no(goimap.ResponseCodeUnavailable, "cannot log in now, try again later")
+			}
+			m.WithLabelValues("imap", promreg.LoginFailed).Inc()
+			ss.log.Info("imap: login failed", "user", auth.LogUser(username), "err", err)
 			return no(goimap.ResponseCodeAuthenticationFailed, "authentication failed")
 		}
 		if !validMailbox(mailbox) {
 			// The Sent folder is "<mailbox>/Sent": a mailbox name whose
 			// domain has a "/" could name another user's Sent folder.
 			m.WithLabelValues("imap", promreg.LoginError).Inc()
-			ss.log.Error("imap: authenticator returned an unusable mailbox name", "user", username, "mailbox", mailbox)
+			ss.log.Error("imap: authenticator returned an unusable mailbox name", "user", auth.LogUser(username), "mailbox", mailbox)
 			return no(goimap.ResponseCodeUnavailable, "this mailbox cannot be served, contact your administrator")
 		}
 		if ss.srv.opts.Serving != nil {
 			if ok, text := ss.srv.opts.Serving.Serves(mailbox); !ok {
 				m.WithLabelValues("imap", promreg.LoginNotServing).Inc()
-				ss.log.Info("imap: login while not serving", "user", username, "mailbox", mailbox)
+				ss.log.Info("imap: login while not serving", "user", auth.LogUser(username), "mailbox", mailbox)
 				if text == "" {
 					text = "this mailbox is not served now, use your normal mail server"
 				}
@@ -184,7 +188,7 @@ func (ss *session) Login(username, password string) error {
 		}
 		m.WithLabelValues("imap", promreg.LoginOK).Inc()
 		ss.user, ss.mailbox = username, mailbox
-		ss.log.Info("imap: login", "user", username, "mailbox", mailbox)
+		ss.log.Info("imap: login", "user", auth.LogUser(username), "mailbox", mailbox)
 		return nil
 	})
 }

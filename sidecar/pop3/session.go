@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/lifelinemail/lifeline/auth"
 	"github.com/lifelinemail/lifeline/internal/promreg"
 	"github.com/lifelinemail/lifeline/journal"
 	"github.com/lifelinemail/lifeline/sidecar"
@@ -420,19 +421,19 @@ func (ss *session) login(user, pass string) {
 	if err != nil {
 		if sidecar.TemporaryError(err) {
 			m.WithLabelValues("pop3", promreg.LoginError).Inc()
-			ss.log.Warn("pop3: login error", "user", user, "err", err)
+			ss.log.Warn("pop3: login error", "user", auth.LogUser(user), "err", err)
 			ss.fail("-ERR [SYS/TEMP] cannot log in now, try again later")
 			return
 		}
 		m.WithLabelValues("pop3", promreg.LoginFailed).Inc()
-		ss.log.Info("pop3: login failed", "user", user, "err", err)
+		ss.log.Info("pop3: login failed", "user", auth.LogUser(user), "err", err)
 		ss.fail("-ERR [AUTH] authentication failed")
 		return
 	}
 	if ss.srv.opts.Serving != nil {
 		if ok, text := ss.srv.opts.Serving.Serves(mailbox); !ok {
 			m.WithLabelValues("pop3", promreg.LoginNotServing).Inc()
-			ss.log.Info("pop3: login while not serving", "user", user, "mailbox", mailbox)
+			ss.log.Info("pop3: login while not serving", "user", auth.LogUser(user), "mailbox", mailbox)
 			if text == "" {
 				text = "this mailbox is not served now, use your normal mail server"
 			}
@@ -463,7 +464,7 @@ func (ss *session) login(user, pass string) {
 		return
 	}
 	m.WithLabelValues("pop3", promreg.LoginOK).Inc()
-	ss.log.Info("pop3: login", "user", user, "mailbox", mailbox, "messages", len(msgs))
+	ss.log.Info("pop3: login", "user", auth.LogUser(user), "mailbox", mailbox, "messages", len(msgs))
 	ss.mailbox, ss.msgs, ss.deleted, ss.uidv = mailbox, msgs, make([]bool, len(msgs)), uidv
 	ss.state = stateTransaction
 	n, size := ss.stat()

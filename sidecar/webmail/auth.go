@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lifelinemail/lifeline/auth"
 	"github.com/lifelinemail/lifeline/internal/promreg"
 	"github.com/lifelinemail/lifeline/sidecar"
 )
@@ -91,25 +92,25 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request, rq *request) {
 	if err != nil {
 		if sidecar.TemporaryError(err) {
 			m.WithLabelValues("webmail", promreg.LoginError).Inc()
-			s.log.Warn("webmail: login error", "user", user, "ip", rq.ip, "err", err)
+			s.log.Warn("webmail: login error", "user", auth.LogUser(user), "ip", rq.ip, "err", err)
 			s.showLogin(w, rq, http.StatusTooManyRequests, user, tr(rq.lang, "login.later"))
 			return
 		}
 		m.WithLabelValues("webmail", promreg.LoginFailed).Inc()
-		s.log.Info("webmail: login failed", "user", user, "ip", rq.ip)
+		s.log.Info("webmail: login failed", "user", auth.LogUser(user), "ip", rq.ip)
 		s.showLogin(w, rq, http.StatusUnauthorized, user, tr(rq.lang, "login.failed"))
 		return
 	}
 	if !validMailbox(mailbox) {
 		m.WithLabelValues("webmail", promreg.LoginError).Inc()
-		s.log.Error("webmail: authenticator returned an unusable mailbox name", "user", user, "mailbox", mailbox)
+		s.log.Error("webmail: authenticator returned an unusable mailbox name", "user", auth.LogUser(user), "mailbox", mailbox)
 		s.showLogin(w, rq, http.StatusForbidden, user, tr(rq.lang, "login.unusable"))
 		return
 	}
 	if s.opts.Serving != nil {
 		if ok, text := s.opts.Serving.Serves(mailbox); !ok {
 			m.WithLabelValues("webmail", promreg.LoginNotServing).Inc()
-			s.log.Info("webmail: login while not serving", "user", user, "mailbox", mailbox)
+			s.log.Info("webmail: login while not serving", "user", auth.LogUser(user), "mailbox", mailbox)
 			msg := tr(rq.lang, "login.notserving")
 			if text != "" {
 				msg += " " + text
@@ -120,7 +121,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request, rq *request) {
 	}
 	m.WithLabelValues("webmail", promreg.LoginOK).Inc()
 	id, _ := s.sessions.create(user, mailbox)
-	s.log.Info("webmail: login", "user", user, "mailbox", mailbox, "ip", rq.ip)
+	s.log.Info("webmail: login", "user", auth.LogUser(user), "mailbox", mailbox, "ip", rq.ip)
 	s.setCookie(w, rq, "lifeline", id, 0)
 	s.setCookie(w, rq, "lifeline_login", "", -1)
 	http.Redirect(w, r, "/mail/inbox", http.StatusSeeOther)
