@@ -578,6 +578,15 @@ func (c *Config) Warnings() []string {
 				l.key, addr, l.what))
 		}
 	}
+	if c.Replay.Mode == "lmtp" {
+		// Allowed (a server kept for the journal and the continuity
+		// mailbox only), but replay has nowhere to deliver its custody.
+		for _, s := range c.Servers {
+			if s.LMTP == "" {
+				out = append(out, fmt.Sprintf("server %q has no lmtp address and replay.mode is lmtp: replay cannot deliver to it, so Lifeline never takes custody of its recipients (the MTA keeps them during an outage; set lmtp, or replay.mode = \"smtp\")", s.Name))
+			}
+		}
+	}
 	return out
 }
 

@@ -574,3 +574,27 @@ func TestMailAccessWarnings(t *testing.T) {
 		t.Errorf("warnings with TLS = %q", w)
 	}
 }
+
+// A [[server]] without lmtp is allowed (a backup-only server, one whose
+// mailboxes the continuity mailbox serves), but in replay mode lmtp replay
+// cannot deliver to it, so Lifeline never takes custody of its recipients:
+// the warning names the server and says so. In smtp mode it is silent.
+func TestServerWithoutLMTPWarning(t *testing.T) {
+	src := minimal + "[[server]]\nname = \"ex\"\ndomains = [\"ex.test\"]\n  [[server.probe]]\n  type = \"http\"\n  url = \"https://ex.test/owa/healthcheck.htm\"\n" +
+		"[[server]]\nname = \"dc\"\ndomains = [\"dc.test\"]\nlmtp = \"tcp:127.0.0.1:24\"\n"
+	c, err := Parse("t.toml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := strings.Join(c.Warnings(), "\n")
+	if !strings.Contains(w, `server "ex" has no lmtp`) || !strings.Contains(w, "never takes custody") || strings.Contains(w, `"dc"`) {
+		t.Errorf("warnings = %q", w)
+	}
+	c, err = Parse("t.toml", []byte(src+"[replay]\nmode = \"smtp\"\nreinject = \"tcp:127.0.0.1:10026\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := c.Warnings(); len(w) != 0 {
+		t.Errorf("warnings in smtp mode = %q", w)
+	}
+}

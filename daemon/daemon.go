@@ -111,7 +111,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 
 	mopts := milter.Options{
 		Journal:          j,
-		Outage:           out.monitor,
+		Outage:           custodyOutage{out}, // only servers replay delivers to
 		Resolver:         resolver,
 		Logger:           log.With("component", "milter"),
 		Registerer:       reg,
@@ -149,7 +149,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 	mux.Handle("/v1/", api)
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 
-	ing, err := newIngest(cfg, j, resolver, out.monitor, out.replay.Wake, log, reg, m, clock)
+	ing, err := newIngest(cfg, j, resolver, custodyOutage{out}, out.replay.Wake, log, reg, m, clock)
 	if err != nil {
 		return errors.Join(err, mln.Close(), hln.Close())
 	}
@@ -227,6 +227,9 @@ func Run(ctx context.Context, opts Options) (err error) {
 	// long RETR does not eat the milter's grace).
 	graceCtx, cancel := context.WithTimeout(context.Background(), opts.Grace)
 	defer cancel()
+	// Replay stops dispatching now too, and drains with a Grace of its own
+	// (see stopReplay): the milter may use up graceCtx.
+	out.stopReplay(opts.Grace)
 	accessDone := make(chan error, 1)
 	go func() { accessDone <- access.shutdown(graceCtx) }()
 	ingestDone := make(chan error, 1)
@@ -242,8 +245,12 @@ func Run(ctx context.Context, opts Options) (err error) {
 		log.Warn("LMTP ingest or policy connections aborted at shutdown", "err", err)
 	}
 	// Replay records the outcome of in-flight transactions before the journal
-	// closes; the admin API stays up meanwhile.
-	if err := out.shutdown(graceCtx); err != nil {
+	// closes; the admin API stays up meanwhile. Its drain is bounded by its
+	// own timeout; the monitor and the notifier's queued events get a fresh
+	// one too, since graceCtx may be used up.
+	outCtx, outCancel := context.WithTimeout(context.Background(), opts.Grace)
+	defer outCancel()
+	if err := out.shutdown(outCtx); err != nil {
 		runErr = errors.Join(runErr, fmt.Errorf("outage mode shutdown: %w", err))
 	}
 	if err := hs.Shutdown(graceCtx); err != nil {

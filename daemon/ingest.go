@@ -16,7 +16,6 @@ import (
 
 	"github.com/lifelinemail/lifeline/addrmap"
 	"github.com/lifelinemail/lifeline/config"
-	"github.com/lifelinemail/lifeline/health"
 	"github.com/lifelinemail/lifeline/ingest"
 	"github.com/lifelinemail/lifeline/journal"
 	"github.com/lifelinemail/lifeline/policy"
@@ -39,7 +38,10 @@ type ingestListener struct {
 }
 
 // newIngest builds and binds what [ingest] and [policy] turn on.
-func newIngest(cfg *config.Config, j journal.Journal, resolver *addrmap.Map, monitor *health.Monitor,
+// monitor says which servers are in outage for custody (custodyOutage: only
+// those replay delivers to), for the policy server's answers to Exim and
+// Postfix and for waking replay after a late custody.
+func newIngest(cfg *config.Config, j journal.Journal, resolver *addrmap.Map, monitor policy.OutageChecker,
 	wake func(server string), log *slog.Logger, reg prometheus.Registerer, m *metrics, clock func() time.Time) (_ *ingestServers, err error) {
 	x := &ingestServers{log: log}
 	defer func() {

@@ -34,6 +34,11 @@ type outage struct {
 	clock func() time.Time // the wall clock (Options.Clock)
 	// horizon gives the retention sweeps' horizons, and Status the next one.
 	horizon *retentionHorizon
+	// replayable holds the servers replay has a queue for; read-only after
+	// newOutage (a reload does not change the servers' identity).
+	replayable map[string]bool
+	// replayStopped reports the end of the drain stopReplay began.
+	replayStopped chan error
 }
 
 func newOutage(cfg *config.Config, j journal.Journal, log *slog.Logger, reg prometheus.Registerer, m *metrics, clock func() time.Time) (_ *outage, err error) {
@@ -59,15 +64,26 @@ func newOutage(cfg *config.Config, j journal.Journal, log *slog.Logger, reg prom
 	if err != nil {
 		return nil, err
 	}
+	// Every server replay can deliver to gets a queue: in smtp mode all of
+	// them (re-injection goes to the MTA, whatever the server), in lmtp mode
+	// those with an lmtp address. Only those may have custody taken
+	// (custodyOutage), so that no custody is ever left without a queue.
 	rservers := make([]replay.Server, 0, len(cfg.Servers))
+	o.replayable = make(map[string]bool, len(cfg.Servers))
 	for i, s := range cfg.Servers {
-		if s.LMTP != "" {
+		switch {
+		case cfg.Replay.Mode == replay.ModeSMTP:
+			rservers = append(rservers, replay.Server{Name: s.Name})
+		case s.LMTP != "":
 			network, addr, err := config.SplitListen(s.LMTP)
 			if err != nil {
 				return nil, fmt.Errorf("server.%d.lmtp: %w", i, err)
 			}
 			rservers = append(rservers, replay.Server{Name: s.Name, Network: network, Address: addr})
+		default:
+			continue // config.Warnings says so
 		}
+		o.replayable[s.Name] = true
 	}
 	windows := make([]health.Window, len(cfg.Windows))
 	for i, w := range cfg.Windows {
@@ -137,14 +153,38 @@ func healthServers(cfg *config.Config) ([]health.Server, error) {
 	return servers, nil
 }
 
+// custodyOutage is outage mode as the milter sees it (milter.OutageChecker):
+// a server is in outage for custody only if replay has a queue for it.
+// Custody of a server replay cannot deliver to (lmtp mode, no lmtp address)
+// would be acknowledged to the MTA, taken from it and then never delivered;
+// left with the MTA, its recipients are queued and retried by the MTA itself
+// (and still journaled for the continuity mailbox).
+type custodyOutage struct{ o *outage }
+
+func (c custodyOutage) InOutage(server string) bool {
+	return c.o.replayable[server] && c.o.monitor.InOutage(server)
+}
+
+// CustodyTaken runs once custody of a recipient of server is durable
+// (milter.CustodyNotifier). Custody committed just after the outage ended (a
+// slow append) would otherwise wait for the scheduler's next rescan, up to
+// replay.retry_max: the Wake at the outage's end came before it.
+func (c custodyOutage) CustodyTaken(server string) {
+	if !c.o.monitor.InOutage(server) {
+		c.o.replay.Wake(server)
+	}
+}
+
 // transition runs for each outage start and end, after it is durable.
 func (o *outage) transition(t health.Transition) {
 	kind := notify.KindOutageStart
 	if !t.Outage {
 		kind = notify.KindOutageEnd
-		// Replay starts at once rather than at the scheduler's next look.
-		o.replay.Wake(t.Server)
 	}
+	// At the end, replay starts at once rather than at the scheduler's next
+	// look; at the start, the scheduler pauses and begins counting the
+	// backlog for status at once instead of after its rescan interval.
+	o.replay.Wake(t.Server)
 	o.log.Info("outage "+map[bool]string{true: "started", false: "ended"}[t.Outage],
 		"server", t.Server, "cause", t.Cause, "reason", t.Reason, "by", t.By)
 	o.notify.Notify(context.Background(), notify.Event{Kind: kind, Server: t.Server, Time: t.Time, Reason: t.Reason, Cause: t.Cause})
@@ -164,10 +204,35 @@ func (o *outage) serve(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// stopReplay begins replay's shutdown: dispatching stops at once, and the
+// transactions in flight get drain of their own to finish and record their
+// outcome, in the background, beside the milter's and the mailbox servers'
+// drain. Sharing their context instead, replay would go on dispatching while
+// the milter waits, then find the context used up and cut the transaction in
+// flight after the final dot: the server has the message (RFC 2033 §4.2),
+// the journal records retrying, and it is delivered again after the restart.
+// shutdown waits for it.
+func (o *outage) stopReplay(drain time.Duration) {
+	done := make(chan error, 1)
+	o.replayStopped = done
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), drain)
+		defer cancel()
+		done <- o.replay.Shutdown(ctx)
+	}()
+}
+
 // shutdown stops probing and lets in-flight replay transactions record their
-// outcome (an outcome not recorded means a redelivery after restart).
+// outcome (an outcome not recorded means a redelivery after restart); after
+// stopReplay it waits for that drain, whose own timeout bounds it.
 func (o *outage) shutdown(ctx context.Context) error {
-	return errors.Join(o.replay.Shutdown(ctx), o.monitor.Shutdown(ctx), o.notify.Close(ctx))
+	var rerr error
+	if o.replayStopped != nil {
+		rerr = <-o.replayStopped
+	} else {
+		rerr = o.replay.Shutdown(ctx)
+	}
+	return errors.Join(rerr, o.monitor.Shutdown(ctx), o.notify.Close(ctx))
 }
 
 // The admin API's Control.

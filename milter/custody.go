@@ -2,6 +2,7 @@ package milter
 
 import (
 	"fmt"
+	"slices"
 
 	gomilter "github.com/d--j/go-milter"
 
@@ -50,9 +51,22 @@ import (
 // That is why the current message's addresses are sent, never the stored ones
 // (a duplicate may have been offered with other letter case the first time).
 
+// CustodyNotifier is an optional interface of Options.Outage. When the
+// checker implements it, the milter calls CustodyTaken once per message for
+// each mailbox server some of whose recipients it newly took into custody,
+// after the append is durable and before it answers the MTA (a duplicate,
+// whose custody was taken when it was first offered, calls nothing). The
+// daemon wakes replay with it when the server is no longer in outage: the
+// outage ended while the append was running, after replay's own wake, and
+// the custody must not wait for replay's next rescan. It must not block.
+type CustodyNotifier interface {
+	CustodyTaken(server string)
+}
+
 // custodyPlan is which recipients of the message at hand are Lifeline's.
 type custodyPlan struct {
 	addrs     []string // RCPT TO addresses in order, as the MTA gave them (Append owns the envelope)
+	servers   []string // their mailbox servers ("" for none)
 	owned     []bool   // recipient i is Lifeline's
 	n         int      // how many are
 	canDelete bool     // SMFIF_DELRCPT was negotiated
@@ -66,9 +80,10 @@ func (s *session) planCustody(rcpts []journal.Recipient, canDelete bool) *custod
 	if o == nil {
 		return nil
 	}
-	p := &custodyPlan{addrs: make([]string, len(rcpts)), owned: make([]bool, len(rcpts)), canDelete: canDelete}
+	p := &custodyPlan{addrs: make([]string, len(rcpts)), servers: make([]string, len(rcpts)), owned: make([]bool, len(rcpts)), canDelete: canDelete}
 	for i := range rcpts {
 		p.addrs[i] = rcpts[i].Address
+		p.servers[i] = rcpts[i].Server
 		// Unknown domains (no server) are never taken into custody.
 		if rcpts[i].Server != "" && o.InOutage(rcpts[i].Server) {
 			p.owned[i] = true
@@ -129,6 +144,17 @@ func isLifelines(st journal.State) bool {
 	}
 }
 
+// notify tells cn each server of Lifeline's recipients, once.
+func (p *custodyPlan) notify(cn CustodyNotifier) {
+	var told []string
+	for i, srv := range p.servers {
+		if p.owned[i] && srv != "" && !slices.Contains(told, srv) {
+			told = append(told, srv)
+			cn.CustodyTaken(srv)
+		}
+	}
+}
+
 // taken returns the addresses of Lifeline's recipients.
 func (p *custodyPlan) taken() []string {
 	out := make([]string, 0, p.n)
@@ -144,6 +170,9 @@ func (p *custodyPlan) taken() []string {
 // 0), after the journal holds them durably: DISCARD if all are, else DELRCPT
 // for each of them and ACCEPT.
 func (s *session) takeCustody(m gomilter.Modifier, p *custodyPlan, queueID string, res journal.AppendResult) *gomilter.Response {
+	if cn, ok := s.srv.opts.Outage.(CustodyNotifier); ok && !res.Duplicate {
+		p.notify(cn)
+	}
 	taken := p.taken()
 	logAttrs := []any{"queue_id", queueID, "id", res.ID.String(), "duplicate", res.Duplicate,
 		"taken", len(taken), "recipients", len(p.addrs), "rcpts", taken}

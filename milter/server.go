@@ -38,8 +38,17 @@ type Server struct {
 	conns      map[*conn]struct{}
 	connsDone  chan struct{} // closed by untrack when conns empties during shutdown
 
+	// answerWait bounds how long Shutdown, once its context has ended,
+	// still waits for messages being answered (defaultAnswerWait).
+	answerWait time.Duration
+
 	spoolCreated func(path string) // test hook
 }
+
+// defaultAnswerWait is Server.answerWait: long enough for an append that
+// committed as the grace ran out to return and its answer to be written,
+// short against systemd's stop timeout.
+const defaultAnswerWait = 5 * time.Second
 
 // New creates a Server. It registers the milter's metrics on
 // opts.Registerer.
@@ -53,11 +62,12 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		opts:      opts,
-		log:       opts.Logger, // the caller names the component, as for every package
-		metrics:   m,
-		listeners: make(map[*net.Listener]struct{}),
-		conns:     make(map[*conn]struct{}),
+		opts:       opts,
+		log:        opts.Logger, // the caller names the component, as for every package
+		metrics:    m,
+		listeners:  make(map[*net.Listener]struct{}),
+		conns:      make(map[*conn]struct{}),
+		answerWait: defaultAnswerWait,
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	// go-milter panics on invalid options; find out now rather than on the
@@ -245,6 +255,7 @@ func (s *Server) serveConn(c *conn) {
 // connection that is idle between messages, and waits for the messages in
 // flight to be answered (their connections are closed as soon as they are
 // idle). When ctx expires first, it cancels the journal appends still running,
+// waits a few seconds more for the messages being answered (drainAnswers),
 // closes all connections and returns ctx.Err(). The MTA applies its
 // milter_default_action to messages it sends on a closed connection.
 func (s *Server) Shutdown(ctx context.Context) error {
@@ -276,13 +287,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			return errors.Join(errs...)
 		case <-ctx.Done():
 			s.cancel()
-			s.mu.Lock()
-			for c := range s.conns {
-				if err := c.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
-					c.log.Debug("closing milter connection", "err", err)
-				}
-			}
-			s.mu.Unlock()
+			s.drainAnswers(done)
 			return ctx.Err()
 		case <-timer.C:
 			s.mu.Lock()
@@ -292,6 +297,43 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			s.mu.Unlock()
 			poll = min(2*poll, 100*time.Millisecond)
 			timer.Reset(poll)
+		}
+	}
+}
+
+// drainAnswers is the end of a Shutdown whose context ended: the appends
+// still running are cancelled (s.cancel), but an append may already have
+// committed custody, and its end-of-message must still answer DISCARD or
+// DELRCPT. Closing its connection first would make the MTA apply its
+// milter_default_action (accept) and deliver recipients that replay
+// delivers too. So for up to answerWait it closes each connection as soon
+// as go-milter waits on the MTA again (its answer, if any, written, or a
+// message the MTA is still sending, which the grace has run out for), and
+// only then the rest.
+func (s *Server) drainAnswers(done <-chan struct{}) {
+	deadline := time.NewTimer(s.answerWait)
+	defer deadline.Stop()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for waiting := true; waiting; {
+		s.mu.Lock()
+		for c := range s.conns {
+			c.closeIfWaiting()
+		}
+		s.mu.Unlock()
+		select {
+		case <-done:
+			return
+		case <-tick.C:
+		case <-deadline.C:
+			waiting = false
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		if err := c.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			c.log.Debug("closing milter connection", "err", err)
 		}
 	}
 }
@@ -410,6 +452,19 @@ func (c *conn) closeIfIdle() {
 	c.mu.Unlock()
 	if idle {
 		c.log.Debug("closing idle milter connection for shutdown")
+		if err := c.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			c.log.Debug("closing milter connection", "err", err)
+		}
+	}
+}
+
+// closeIfWaiting closes the connection if go-milter waits for the MTA,
+// in a message or not: nothing it has to answer is in progress.
+func (c *conn) closeIfWaiting() {
+	c.mu.Lock()
+	waiting := c.reading
+	c.mu.Unlock()
+	if waiting {
 		if err := c.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
 			c.log.Debug("closing milter connection", "err", err)
 		}

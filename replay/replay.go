@@ -140,6 +140,11 @@ func (r *Replayer) Serve(ctx context.Context) error {
 	defer r.cancel()
 
 	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		r.warnOrphans(r.workCtx)
+	}()
 	for _, q := range r.queues {
 		wg.Add(1)
 		go func() {
@@ -165,6 +170,39 @@ func (r *Replayer) Serve(ctx context.Context) error {
 		return ctx.Err()
 	}
 }
+
+// warnOrphans logs, once at start, the custody recipients of servers this
+// Replayer has no queue for: a [[server]] renamed or removed while mail was
+// in its custody (or, in lmtp mode, one without an lmtp address). Nothing
+// replays them; an operator must bring the server back under its old name
+// (or give it an lmtp address) for them to be delivered.
+func (r *Replayer) warnOrphans(ctx context.Context) {
+	orphans := map[string]int{}
+	err := r.opts.Journal.Custody(ctx, 0, func(it journal.CustodyItem) error {
+		if r.stopping() {
+			return errStopping // Shutdown must not wait for this walk
+		}
+		if r.byName[it.Server] == nil {
+			orphans[it.Server]++
+		}
+		return nil
+	})
+	if errors.Is(err, errStopping) {
+		return
+	}
+	if err != nil {
+		if ctx.Err() == nil {
+			r.log.Warn("checking the custody queue for servers without a replay queue", "err", err)
+		}
+		return
+	}
+	for server, n := range orphans {
+		r.log.Warn("custody recipients of a server replay has no queue for (renamed or removed [[server]], or no lmtp address in lmtp mode): they are not replayed",
+			"server", server, "recipients", n)
+	}
+}
+
+var errStopping = errors.New("replay: stopping")
 
 // Shutdown stops dispatching at once, lets the transactions in flight finish
 // and record their outcome, and returns when they have. If ctx ends first,
