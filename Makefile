@@ -72,6 +72,7 @@ fuzz:
 	.ci/fuzz FuzzParse ./mimestruct $(FUZZTIME) $(FUZZFLAGS)
 	.ci/fuzz FuzzUnmarshal ./mimestruct $(FUZZTIME) $(FUZZFLAGS)
 	.ci/fuzz FuzzParse ./sidecar/webmail/mailview $(FUZZTIME) $(FUZZFLAGS)
+	.ci/fuzz FuzzHeaderLimiter ./sidecar/webmail/mailview $(FUZZTIME) $(FUZZFLAGS)
 	.ci/fuzz FuzzParseRef ./sidecar/webmail $(FUZZTIME) $(FUZZFLAGS)
 	.ci/fuzz FuzzQuery ./sidecar/webmail $(FUZZTIME) $(FUZZFLAGS)
 	.ci/fuzz FuzzPolicyRequest ./policy $(FUZZTIME) $(FUZZFLAGS)

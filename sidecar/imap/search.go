@@ -18,6 +18,7 @@ import (
 	"github.com/emersion/go-message/textproto"
 
 	"github.com/lifelinemail/lifeline/journal"
+	"github.com/lifelinemail/lifeline/sidecar/webmail/mailview"
 )
 
 // Search implements SEARCH and UID SEARCH (RFC 3501 §6.4.4) with ESEARCH
@@ -460,7 +461,10 @@ func (s *searcher) walkBody(r io.Reader, ct, cte string, sc *textScan, depth int
 	}
 	switch {
 	case strings.HasPrefix(mediaType, "multipart/") && params["boundary"] != "" && depth < maxSearchDepth:
-		mr := textproto.NewMultipartReader(r, params["boundary"])
+		// The part headers are bounded: go-message keeps every field of
+		// one, and a part header of millions of "a:b" lines fits a 10 MB
+		// message.
+		mr := textproto.NewMultipartReader(mailview.LimitPartHeaders(r, params["boundary"]), params["boundary"])
 		for {
 			p, err := mr.NextPart()
 			if errors.Is(err, io.EOF) {

@@ -1,6 +1,9 @@
 package imap
 
 import (
+	"bufio"
+	"errors"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -162,3 +165,52 @@ func TestMatcherAcrossWrites(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// A part header of hundreds of thousands of fields costs a bounded amount of
+// memory to search past, and the text after it is still searched: go-message
+// alone keeps every field of a part header (~300 bytes each).
+func TestSearchHugePartHeader(t *testing.T) {
+	junk := strings.Repeat("a:b\r\n", 400_000) // 2 MB
+	for name, raw := range map[string]string{
+		"part": "Subject: x\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n" +
+			"--b\r\nContent-Type: application/pdf\r\n" + junk + "\r\nPDF\r\n" +
+			"--b\r\nContent-Type: text/plain\r\n" + junk + "\r\nthe needle text\r\n--b--\r\n",
+		"embedded": "Subject: x\r\nContent-Type: message/rfc822\r\n\r\n" +
+			"Subject: y\r\n" + junk + "\r\nthe needle text\r\n",
+	} {
+		t.Run(name, func(t *testing.T) { searchHuge(t, raw, name == "embedded") })
+	}
+}
+
+func searchHuge(t *testing.T, raw string, embedded bool) {
+	s := &searcher{words: newWordDecoder()}
+	sc := &textScan{body: []*matcher{{needle: []byte("needle")}, {needle: []byte("a: b")}}}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	err := s.walkMessage(bufio.NewReader(strings.NewReader(raw)), sc, 0, true)
+	runtime.ReadMemStats(&after)
+	if err != nil && !errors.Is(err, errAllFound) {
+		t.Fatal(err)
+	}
+	limit := uint64(len(raw)) + 8<<20
+	if embedded {
+		// The header of an embedded message is read as the top-level
+		// one is (readHeader), its first maxHeaderKept bytes searched
+		// field by field.
+		limit = 100 * maxHeaderKept
+	}
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > limit {
+		t.Errorf("searching a %d MB message allocated %d MB, limit %d MB", len(raw)>>20, alloc>>20, limit>>20)
+	} else {
+		t.Logf("searching a %d KB message allocated %d KB", len(raw)>>10, alloc>>10)
+	}
+	if !sc.body[0].found {
+		t.Error("text after the huge part header not searched")
+	}
+	if sc.body[1].found != embedded {
+		// RFC 3501 §6.4.4: BODY searches the header of an embedded
+		// message (it is body of the outer one), not of a part.
+		t.Errorf("a:b found in BODY: %v", sc.body[1].found)
+	}
+}

@@ -209,48 +209,65 @@ func (s *Server) body(w http.ResponseWriter, r *http.Request, rq *request) {
 }
 
 // inlineImages returns data: URLs of a message's images that have a
-// Content-ID (RFC 2392), by Content-ID, within the size bounds.
+// Content-ID (RFC 2392), by Content-ID, within the size bounds. It reads the
+// message once, whatever the number of images: a message can name the same
+// Content-ID, or carry, a thousand times, and a read per image cost a parse
+// of the whole message each. The first part with a Content-ID is the one
+// shown, as OpenPart finds it for /cid/; the walk stops once every image is
+// found or the budget is spent.
 func (s *Server) inlineImages(ctx context.Context, id journal.ID) (map[string]string, error) {
 	info, err := s.structure(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	var cids []string
+	want := map[string]bool{}
 	var walk func(p *mimestruct.Part)
 	walk = func(p *mimestruct.Part) {
 		for i := range p.Children {
 			walk(&p.Children[i])
 		}
 		if p.Type == "image" && p.ID != "" && p.Size <= maxInlineImage*4/3+1024 {
-			cids = append(cids, strings.Trim(p.ID, "<> \t"))
+			want[strings.Trim(p.ID, "<> \t")] = true
 		}
 	}
 	walk(&info.Body)
+	delete(want, "")
 	out := map[string]string{}
-	total := 0
-	for _, cid := range cids {
-		rc, err := s.opts.Journal.Open(ctx, id)
-		if err != nil {
-			return nil, err
-		}
-		_, ctype, body, err := mailview.OpenPart(rc, "cid:"+cid)
-		var data []byte
-		if err == nil {
-			data, err = io.ReadAll(io.LimitReader(body, maxInlineImage+1))
-		}
-		if cerr := rc.Close(); err == nil && cerr != nil {
-			err = cerr
-		}
-		if err != nil || len(data) > maxInlineImage || total+len(data) > maxInlineTotal {
-			continue // shown as a broken image; it is still in the attachment list
-		}
-		mt, _, perr := mime.ParseMediaType(ctype)
-		if perr != nil || !strings.HasPrefix(mt, "image/") || mt == "image/svg+xml" {
-			continue // an SVG can carry script; data: SVG in <img> cannot run it, but keep it out
-		}
-		total += len(data)
-		out[cid] = "data:" + mt + ";base64," + base64.StdEncoding.EncodeToString(data)
+	if len(want) == 0 {
+		return out, nil
 	}
+	rc, err := s.opts.Journal.Open(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close() // read-only
+	// seen holds the Content-IDs met, shown or not: a later part with the
+	// same Content-ID is not the one /cid/ serves.
+	seen := map[string]bool{}
+	left := maxInlineTotal
+	// An error here (a header that cannot be read, a corrupt part) leaves
+	// the images out, shown broken: the body is still shown, and a
+	// failing journal fails the parse that follows.
+	_ = mailview.EachPart(rc, func(p mailview.PartRef, body io.Reader) bool {
+		if !want[p.ContentID] || seen[p.ContentID] {
+			return false
+		}
+		seen[p.ContentID] = true
+		mt, _, perr := mime.ParseMediaType(p.ContentType)
+		// An SVG can carry script; data: SVG in <img> cannot run it, but
+		// keep it out.
+		if perr == nil && strings.HasPrefix(mt, "image/") && mt != "image/svg+xml" {
+			room := min(maxInlineImage, left)
+			data, err := io.ReadAll(io.LimitReader(body, int64(room)+1))
+			// Too large or unreadable: shown as a broken image; it is
+			// still in the attachment list.
+			if err == nil && len(data) <= room {
+				left -= len(data)
+				out[p.ContentID] = "data:" + mt + ";base64," + base64.StdEncoding.EncodeToString(data)
+			}
+		}
+		return len(seen) == len(want) || left == 0
+	})
 	return out, nil
 }
 

@@ -5,12 +5,11 @@
 //
 // Everything here reads mail written by strangers, so Parse never fails a page
 // for a broken part, never panics, and bounds the parts, nesting and bytes it
-// keeps; the HTML it returns is sanitized (see sanitize.go for each rule and
-// why it exists).
+// keeps, and the header fields it reads (headerlimit.go); the HTML it returns
+// is sanitized (see sanitize.go for each rule and why it exists).
 package mailview
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -163,7 +162,7 @@ func Parse(r io.Reader, opts Options) (*Message, error) {
 	p := &parser{m: m, max: max}
 
 	tee := io.TeeReader(er, raw)
-	e, err := message.Read(tee)
+	e, err := readMessage(tee)
 	if e == nil {
 		// The header itself is malformed (e.g. a line without a colon):
 		// show the raw message rather than nothing. Read the rest so that
@@ -542,7 +541,7 @@ func (w *walker) walkErr(e *message.Entity, id string, depth int, inRelated bool
 		w.truncated = true
 		return true
 	}
-	mr := e.MultipartReader()
+	mr := multipartReader(e)
 	if mr == nil || depth >= MaxDepth {
 		if mr != nil {
 			w.truncated = true
@@ -577,42 +576,69 @@ func (w *walker) walkErr(e *message.Entity, id string, depth int, inRelated bool
 // ErrNoPart is returned by OpenPart when the message has no such part.
 var ErrNoPart = errors.New("mailview: no such part")
 
-// OpenPart finds one part of a raw message by Attachment.ID (an IMAP part
-// number) or by "cid:<content-id>", and returns its name, content type and
-// decoded body (transfer encoding undone; text re-encoded to UTF-8, which
-// contentType then says). The body reads from r, so r must stay open until
-// body has been read. A part cut short by the end of a truncated message ends
-// where the message ends, as Parse counted its Size.
-func OpenPart(r io.Reader, id string) (filename, contentType string, body io.Reader, err error) {
-	e, err := message.Read(bufio.NewReader(r))
+// PartRef names one leaf part of a message met by EachPart.
+type PartRef struct {
+	// ID is the part number as in Attachment.ID.
+	ID string
+	// ContentID is the Content-ID without angle brackets, "" if none.
+	ContentID string
+	// Filename is the sanitized filename, or one made up from the type.
+	Filename string
+	// ContentType is the media type; "; charset=utf-8" follows for text,
+	// which the body is then decoded to.
+	ContentType string
+}
+
+// EachPart reads a raw message once and calls fn with each leaf part, in
+// message order (as Parse numbers them), and its decoded body (transfer
+// encoding undone, text re-encoded to UTF-8), until fn returns true; the body
+// of that part can still be read after EachPart returns, as long as r can. A
+// part cut short by the end of a truncated message ends where the message
+// ends. EachPart fails only when the header of the message cannot be read at
+// all.
+func EachPart(r io.Reader, fn func(p PartRef, body io.Reader) (stop bool)) error {
+	e, err := readMessage(r)
 	if e == nil {
-		return "", "", nil, fmt.Errorf("mailview: reading message: %w", err)
+		return fmt.Errorf("mailview: reading message: %w", err)
 	}
-	wantCID, byCID := strings.CutPrefix(id, "cid:")
-	wantCID = strings.Trim(wantCID, "<>")
-	var found bool
 	w := &walker{}
 	w.walk(e, "", 0, false, func(e *message.Entity, pid string, inRelated bool, decodeErr error) bool {
 		info := partInfo(e, pid, inRelated)
+		p := PartRef{ID: pid, ContentID: info.contentID, Filename: info.filename, ContentType: info.mediaType}
+		if p.Filename == "" {
+			p.Filename = defaultName(info.mediaType, pid, e)
+		}
+		if strings.HasPrefix(p.ContentType, "text/") && decodeErr == nil {
+			p.ContentType += "; charset=utf-8"
+		}
+		return fn(p, truncatedOK{e.Body})
+	})
+	return nil
+}
+
+// OpenPart finds one part of a raw message by Attachment.ID (an IMAP part
+// number) or by "cid:<content-id>", and returns its name, content type and
+// decoded body as EachPart does. The body reads from r, so r must stay open
+// until body has been read.
+func OpenPart(r io.Reader, id string) (filename, contentType string, body io.Reader, err error) {
+	wantCID, byCID := strings.CutPrefix(id, "cid:")
+	wantCID = strings.Trim(wantCID, "<>")
+	var found bool
+	err = EachPart(r, func(p PartRef, b io.Reader) bool {
 		if byCID {
-			if info.contentID == "" || info.contentID != wantCID {
+			if p.ContentID == "" || p.ContentID != wantCID {
 				return false
 			}
-		} else if pid != id {
+		} else if p.ID != id {
 			return false
 		}
 		found = true
-		filename = info.filename
-		if filename == "" {
-			filename = defaultName(info.mediaType, pid, e)
-		}
-		contentType = info.mediaType
-		if strings.HasPrefix(contentType, "text/") && decodeErr == nil {
-			contentType += "; charset=utf-8"
-		}
-		body = truncatedOK{e.Body}
+		filename, contentType, body = p.Filename, p.ContentType, b
 		return true
 	})
+	if err != nil {
+		return "", "", nil, err
+	}
 	if !found {
 		return "", "", nil, fmt.Errorf("%w: %q", ErrNoPart, id)
 	}
