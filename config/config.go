@@ -83,6 +83,10 @@ type HTTP struct {
 	// with a random token (mode 0600) if it does not exist, like a cookie file.
 	AdminToken     string `toml:"admin_token"`
 	AdminTokenFile string `toml:"admin_token_file"` // default: admin.token beside the journal directory
+	// MetricsListen is a second listener, HOST:PORT, serving /metrics and
+	// /healthz only (no admin API), which may be on an address a Prometheus
+	// on another host reaches; "" = off (default).
+	MetricsListen string `toml:"metrics_listen"`
 }
 
 // Mapping configures how envelope recipients map to continuity mailboxes.
@@ -628,6 +632,9 @@ func (c *Config) validate(errs *Errors) {
 		if d.v < Duration(100*time.Millisecond) {
 			errs.add(d.key, "must be at least 100ms", "")
 		}
+	}
+	if _, _, err := net.SplitHostPort(c.HTTP.MetricsListen); c.HTTP.MetricsListen != "" && err != nil {
+		errs.add("http.metrics_listen", fmt.Sprintf("%q is not HOST:PORT", c.HTTP.MetricsListen), `e.g. "10.0.0.7:9895"`)
 	}
 	if _, _, err := net.SplitHostPort(c.HTTP.Listen); err != nil {
 		errs.add("http.listen", fmt.Sprintf("%q is not HOST:PORT", c.HTTP.Listen), `e.g. "127.0.0.1:9894"`)

@@ -598,3 +598,18 @@ func TestServerWithoutLMTPWarning(t *testing.T) {
 		t.Errorf("warnings in smtp mode = %q", w)
 	}
 }
+
+// [http] metrics_listen is off by default, HOST:PORT when set, and may be on
+// any address (it has no admin API), unlike [http] listen.
+func TestMetricsListen(t *testing.T) {
+	c, err := Parse("t.toml", []byte(minimal))
+	if err != nil || c.HTTP.MetricsListen != "" {
+		t.Fatalf("default metrics_listen %q, %v", c.HTTP.MetricsListen, err)
+	}
+	if _, err := Parse("t.toml", []byte(minimal+"[http]\nmetrics_listen = \"0.0.0.0:9895\"\n")); err != nil {
+		t.Errorf("metrics_listen on 0.0.0.0: %v", err)
+	}
+	if _, err := Parse("t.toml", []byte(minimal+"[http]\nmetrics_listen = \"nope\"\n")); err == nil || !strings.Contains(err.Error(), "http.metrics_listen") {
+		t.Errorf("metrics_listen = \"nope\": %v", err)
+	}
+}

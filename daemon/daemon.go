@@ -140,27 +140,49 @@ func Run(ctx context.Context, opts Options) (err error) {
 		return errors.Join(fmt.Errorf("http.listen: %w", err), mln.Close())
 	}
 	warnIfExposed(log, "http", hln.Addr())
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+	metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
+	healthz := func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintln(w, "ok")
-	})
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", metrics)
+	mux.HandleFunc("GET /healthz", healthz)
 	mux.Handle("/v1/", api)
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	// [http] metrics_listen: /metrics and /healthz without the admin API, for
+	// a Prometheus on another host (the admin API has no TLS and stays on
+	// loopback).
+	var xs *http.Server
+	var xln net.Listener
+	if cfg.HTTP.MetricsListen != "" {
+		if xln, err = net.Listen("tcp", cfg.HTTP.MetricsListen); err != nil {
+			return errors.Join(fmt.Errorf("http.metrics_listen: %w", err), mln.Close(), hln.Close())
+		}
+		xmux := http.NewServeMux()
+		xmux.Handle("GET /metrics", metrics)
+		xmux.HandleFunc("GET /healthz", healthz)
+		xs = &http.Server{Handler: xmux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	}
+	closeHTTP := func() error {
+		if xln != nil {
+			return errors.Join(hln.Close(), xln.Close())
+		}
+		return hln.Close()
+	}
 
 	ing, err := newIngest(cfg, j, resolver, custodyOutage{out}, out.replay.Wake, log, reg, m, clock)
 	if err != nil {
-		return errors.Join(err, mln.Close(), hln.Close())
+		return errors.Join(err, mln.Close(), closeHTTP())
 	}
 	views := userview.New(j)
 	access, err := newMailAccess(cfg, j, views, resolver, out.monitor, log, reg, m, out)
 	if err != nil {
-		return errors.Join(err, mln.Close(), hln.Close(), ing.close())
+		return errors.Join(err, mln.Close(), closeHTTP(), ing.close())
 	}
 
 	var wg sync.WaitGroup
-	serveErr := make(chan error, 3+access.listeners()+ing.listeners())
+	serveErr := make(chan error, 4+access.listeners()+ing.listeners())
 	access.serve(&wg, serveErr)
 	ing.serve(&wg, serveErr)
 	wg.Add(2)
@@ -176,6 +198,15 @@ func Run(ctx context.Context, opts Options) (err error) {
 			serveErr <- fmt.Errorf("http: %w", err)
 		}
 	}()
+	if xs != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := xs.Serve(xln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				serveErr <- fmt.Errorf("http metrics: %w", err)
+			}
+		}()
+	}
 
 	rl := &reloader{running: cfg, reread: opts.ReloadConfig, level: opts.LogLevel, out: out, access: access, log: log.With("component", "reload")}
 	bg, stopBG := context.WithCancel(context.Background())
@@ -208,6 +239,9 @@ func Run(ctx context.Context, opts Options) (err error) {
 		runStats(bg, j, cfg.Journal.Path, 15*time.Second, log.With("component", "stats"), m, &out.stats)
 	}()
 
+	if xln != nil {
+		log.Info("metrics listener", "addr", xln.Addr().String())
+	}
 	log.Info("lifeline serving", "version", opts.Version, "milter", mln.Addr().String(), "http", hln.Addr().String(),
 		"journal", cfg.Journal.Path, "retention", cfg.Journal.Retention.D().String(), "servers", len(cfg.Servers))
 	if opts.Ready != nil {
@@ -255,6 +289,12 @@ func Run(ctx context.Context, opts Options) (err error) {
 	}
 	if err := hs.Shutdown(graceCtx); err != nil {
 		runErr = errors.Join(runErr, fmt.Errorf("http shutdown: %w", err), hs.Close())
+	}
+	if xs != nil {
+		// Nothing on it waits for an answer that matters: closed at once.
+		if err := xs.Close(); err != nil {
+			runErr = errors.Join(runErr, fmt.Errorf("http metrics shutdown: %w", err))
+		}
 	}
 	stopBG()
 	bgwg.Wait()

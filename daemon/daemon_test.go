@@ -238,3 +238,33 @@ lmtp = "tcp:127.0.0.1:24"
 	}
 	return cfg
 }
+
+// TestMetricsListener: [http] metrics_listen serves /metrics and /healthz
+// (for a Prometheus on another host) and not the admin API, which stays on
+// the loopback listener.
+func TestMetricsListener(t *testing.T) {
+	dir := t.TempDir()
+	httpAddr, metricsAddr := freePort(t), freePort(t)
+	cfg := milterConfig(t, dir, "tcp:"+freePort(t), httpAddr, "")
+	cfg.HTTP.MetricsListen = metricsAddr
+	startDaemon(t, cfg)
+	if m := get(t, "http://"+metricsAddr+"/metrics"); !strings.Contains(m, "lifeline_milter_messages_total") {
+		t.Errorf("/metrics on metrics_listen lacks Lifeline's metrics:\n%.500s", m)
+	}
+	if h := get(t, "http://"+metricsAddr+"/healthz"); strings.TrimSpace(h) != "ok" {
+		t.Errorf("/healthz on metrics_listen: %q", h)
+	}
+	for _, path := range []string{"/v1/status", "/v1/outage"} {
+		resp, err := http.Get("http://" + metricsAddr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Errorf("GET %s on metrics_listen: %d, want 404 (no admin API there)", path, resp.StatusCode)
+		}
+	}
+	if m := get(t, "http://"+httpAddr+"/metrics"); !strings.Contains(m, "lifeline_milter_messages_total") {
+		t.Error("/metrics gone from the main listener")
+	}
+}
