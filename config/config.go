@@ -201,6 +201,12 @@ type MailListener struct {
 	// IdleTimeout ends a session that sends nothing for this long (defaults
 	// follow the RFCs' autologout timers: 30m for IMAP, 10m for POP3).
 	IdleTimeout Duration `toml:"idle_timeout"`
+	// MaxConnections bounds the connections open at once (default 1000), and
+	// MaxConnectionsPerClient those from one client address (default 20 for
+	// IMAP, 10 for POP3; IPv6 per /64; loopback and unix clients count only
+	// toward the total). 0 means the default, -1 no limit.
+	MaxConnections          int `toml:"max_connections"`
+	MaxConnectionsPerClient int `toml:"max_connections_per_client"`
 }
 
 // On reports whether the server runs: enabled, with at least one listener.
@@ -494,6 +500,14 @@ func (c *Config) validateMailAccess(errs *Errors) {
 		}
 		if s.l.IdleTimeout < Duration(10*time.Second) {
 			errs.add(s.name+".idle_timeout", "must be at least 10s", "")
+		}
+		for _, n := range []struct {
+			key string
+			v   int
+		}{{"max_connections", s.l.MaxConnections}, {"max_connections_per_client", s.l.MaxConnectionsPerClient}} {
+			if n.v < -1 {
+				errs.add(s.name+"."+n.key, "must be positive, 0 (the default) or -1 (no limit)", "")
+			}
 		}
 	}
 	c.Auth.PerAddress.validate("auth.per_address", errs)

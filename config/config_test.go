@@ -613,3 +613,15 @@ func TestMetricsListen(t *testing.T) {
 		t.Errorf("metrics_listen = \"nope\": %v", err)
 	}
 }
+
+// max_connections and max_connections_per_client: 0 is the default, -1 no
+// limit, anything below an error.
+func TestMailConnectionLimits(t *testing.T) {
+	c, err := Parse("t.toml", []byte(minimal+"[imap]\nmax_connections = 5\nmax_connections_per_client = -1\n"))
+	if err != nil || c.IMAP.MaxConnections != 5 || c.IMAP.MaxConnectionsPerClient != -1 {
+		t.Fatalf("imap limits %d, %d: %v", c.IMAP.MaxConnections, c.IMAP.MaxConnectionsPerClient, err)
+	}
+	if _, err := Parse("t.toml", []byte(minimal+"[pop3]\nmax_connections_per_client = -2\n")); err == nil || !strings.Contains(err.Error(), "pop3.max_connections_per_client") {
+		t.Errorf("max_connections_per_client = -2: %v", err)
+	}
+}

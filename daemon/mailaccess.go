@@ -43,12 +43,15 @@ type mailServerOptions struct {
 	Registerer  prometheus.Registerer
 	Panics      prometheus.Counter
 	IdleTimeout time.Duration
+	// MaxConns and MaxConnsPerClient: 0 the server's default, -1 no limit.
+	MaxConns, MaxConnsPerClient int
 }
 
 func newPOP3(o mailServerOptions) (mailServer, error) {
 	return pop3.New(pop3.Options{
 		Store: o.Store, Journal: o.Journal, Auth: o.Auth, Serving: o.Serving, TLSConfig: o.TLSConfig,
 		Logger: o.Logger, Registerer: o.Registerer, Panics: o.Panics, IdleTimeout: o.IdleTimeout,
+		MaxConnections: o.MaxConns, MaxConnectionsPerClient: o.MaxConnsPerClient,
 	})
 }
 
@@ -56,6 +59,7 @@ func newIMAP(o mailServerOptions) (mailServer, error) {
 	return imap.New(imap.Options{
 		Store: o.Store, Journal: o.Journal, Auth: o.Auth, Serving: o.Serving, TLSConfig: o.TLSConfig,
 		Logger: o.Logger, Registerer: o.Registerer, Panics: o.Panics, IdleTimeout: o.IdleTimeout,
+		MaxConnections: o.MaxConns, MaxConnectionsPerClient: o.MaxConnsPerClient,
 	})
 }
 
@@ -123,6 +127,7 @@ func newMailAccess(cfg *config.Config, j journal.Journal, views *userview.Store,
 			Store: views, Journal: j, Auth: authn, Serving: checker, TLSConfig: tlsConfig,
 			Logger: log.With("component", s.name), Registerer: reg, Panics: m.panics.WithLabelValues(s.name),
 			IdleTimeout: s.l.IdleTimeout.D(),
+			MaxConns:    s.l.MaxConnections, MaxConnsPerClient: s.l.MaxConnectionsPerClient,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", s.name, err)

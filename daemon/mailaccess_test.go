@@ -380,3 +380,76 @@ fail_after = 1000
 		}
 	}
 }
+
+// TestMailConnectionLimitsWired: [imap] and [pop3] max_connections reach the
+// servers: with 1, a second connection is refused with the protocol's answer.
+func TestMailConnectionLimitsWired(t *testing.T) {
+	dir := t.TempDir()
+	users := filepath.Join(dir, "passwd")
+	writeUsers(t, users, map[string]string{"alice@example.com": "alice-pw"})
+	imapAddr, pop3Addr := freePort(t), freePort(t)
+	cfg, err := config.Parse(filepath.Join(dir, "lifeline.toml"), []byte(fmt.Sprintf(`
+[journal]
+path = %q
+[milter]
+listen = "tcp:%s"
+[http]
+listen = %q
+[mailbox_access]
+serve = "always"
+[imap]
+listen = %q
+max_connections = 1
+[pop3]
+listen = %q
+max_connections = 1
+[auth]
+passwd_file = %q
+[[server]]
+name = "dovecot"
+domains = ["example.com"]
+lmtp = "tcp:127.0.0.1:24"
+`, filepath.Join(dir, "journal"), freePort(t), freePort(t), imapAddr, pop3Addr, users)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	startDaemon(t, cfg)
+	for _, tc := range []struct{ addr, ok, refused string }{
+		{imapAddr, "* OK", "* BYE Too many connections"},
+		{pop3Addr, "+OK", "-ERR [SYS/TEMP] too many connections"},
+	} {
+		first := greet(t, tc.addr)
+		if !strings.HasPrefix(first.line, tc.ok) {
+			t.Fatalf("%s: first connection greeted %q", tc.addr, first.line)
+		}
+		second := greet(t, tc.addr)
+		second.conn.Close()
+		if !strings.HasPrefix(second.line, tc.refused) {
+			t.Errorf("%s: second connection greeted %q, want %q", tc.addr, second.line, tc.refused)
+		}
+		first.conn.Close()
+	}
+}
+
+type greeting struct {
+	conn net.Conn
+	line string
+}
+
+// greet dials addr and reads the server's first line.
+func greet(t *testing.T, addr string) greeting {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		c.Close()
+		t.Fatalf("%s: greeting: %v", addr, err)
+	}
+	return greeting{c, line}
+}
