@@ -170,3 +170,57 @@ func TestRemotePeer(t *testing.T) {
 		}
 	}
 }
+
+// TestForwardedHTTPS: behind a reverse proxy on this host that took the
+// browser's HTTPS (X-Forwarded-Proto: https), the cookies are Secure with the
+// __Host- prefix and HSTS is sent, as on webmail's own HTTPS; the header from
+// a connection that is not loopback, or saying http, changes nothing.
+func TestForwardedHTTPS(t *testing.T) {
+	f, _, _, _ := stdFixture(t)
+	e := start(t, f, false, nil)
+	c := e.client(t)
+	login := func(proto string) *resp {
+		t.Helper()
+		req, err := http.NewRequest("GET", e.ts.URL+"/login", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if proto != "" {
+			req.Header.Set("X-Forwarded-Proto", proto)
+		}
+		return c.do(req)
+	}
+	r := login("https")
+	if r.Header.Get("Strict-Transport-Security") == "" {
+		t.Error("no HSTS behind an HTTPS proxy")
+	}
+	cookies := r.Cookies()
+	if len(cookies) == 0 {
+		t.Fatal("the login page sets no cookie")
+	}
+	for _, ck := range cookies {
+		if !strings.HasPrefix(ck.Name, "__Host-") || !ck.Secure {
+			t.Errorf("cookie %s behind an HTTPS proxy: Secure %v", ck.Name, ck.Secure)
+		}
+	}
+	for _, proto := range []string{"", "http"} {
+		r := login(proto)
+		if r.Header.Get("Strict-Transport-Security") != "" {
+			t.Errorf("X-Forwarded-Proto %q: HSTS on plain HTTP", proto)
+		}
+		for _, ck := range r.Cookies() {
+			if strings.HasPrefix(ck.Name, "__Host-") || ck.Secure {
+				t.Errorf("X-Forwarded-Proto %q: cookie %s Secure %v", proto, ck.Name, ck.Secure)
+			}
+		}
+	}
+	// From another address the header is ignored: plain HTTP stays refused.
+	req := httptest.NewRequest(http.MethodGet, "/login", nil)
+	req.RemoteAddr = "192.0.2.1:4242"
+	req.Header.Set("X-Forwarded-Proto", "https")
+	rec := httptest.NewRecorder()
+	e.srv.Handler().ServeHTTP(rec, req)
+	if rec.Code != http.StatusForbidden {
+		t.Errorf("plain HTTP from 192.0.2.1 claiming X-Forwarded-Proto https: %d, want 403", rec.Code)
+	}
+}

@@ -160,11 +160,16 @@ func (s *Server) wrap(page string, auth bool, h handlerFunc) http.Handler {
 		hdr.Set("Referrer-Policy", "no-referrer")
 		hdr.Set("X-Frame-Options", "DENY")
 		hdr.Set("Cache-Control", "no-store")
+		var loopback bool
+		loopback, rq.ip = remotePeer(r)
+		if loopback && !rq.tls && forwardedHTTPS(r) {
+			// A reverse proxy on this host took the browser's HTTPS: the
+			// cookies must be Secure (and __Host-) all the same.
+			rq.tls = true
+		}
 		if rq.tls {
 			hdr.Set("Strict-Transport-Security", "max-age=31536000")
 		}
-		var loopback bool
-		loopback, rq.ip = remotePeer(r)
 		if !rq.tls && !loopback {
 			// RFC 8314 §3 in spirit: passwords and mail go over TLS only;
 			// plain HTTP is for loopback (a reverse proxy on the host).
@@ -204,6 +209,19 @@ func (s *Server) wrap(page string, auth bool, h handlerFunc) http.Handler {
 		}
 		h(w, r, rq)
 	})
+}
+
+// forwardedHTTPS reports whether a reverse proxy says the browser's request
+// came over HTTPS: X-Forwarded-Proto: https, as the proxy set it last (the
+// de facto header; RFC 7239 §5.4's proto= in Forwarded says the same). Only
+// asked of loopback connections.
+func forwardedHTTPS(r *http.Request) bool {
+	v := r.Header.Values("X-Forwarded-Proto")
+	if len(v) == 0 {
+		return false
+	}
+	last := v[len(v)-1]
+	return strings.EqualFold(strings.TrimSpace(last[strings.LastIndexByte(last, ',')+1:]), "https")
 }
 
 // remotePeer returns whether the client's connection is on loopback, and the
