@@ -25,6 +25,9 @@ type Webmail struct {
 	// over TLS or to loopback); empty: no authentication.
 	SMTPUser     string `toml:"smtp_user"`
 	SMTPPassword string `toml:"smtp_password"`
+	// SMTPAllowPlaintext lets composed mail go to a relay that is not on
+	// loopback without STARTTLS (default false: such a relay must offer it).
+	SMTPAllowPlaintext bool `toml:"smtp_allow_plaintext"`
 	// Admins may open the admin page (outage state, start/end an outage):
 	// login names, e.g. ["postmaster@example.com"].
 	Admins []string `toml:"admins"`

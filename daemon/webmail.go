@@ -45,7 +45,7 @@ func newWebmail(cfg config.Webmail, o webmailOptions) (mailServer, error) {
 		Store: o.Store, Journal: o.Journal, Auth: o.Auth, Serving: o.Serving, Control: o.Control, Servers: o.Resolver,
 		Admins: cfg.Admins,
 		Relay: mailview.Relay{
-			Addr: relay, Username: cfg.SMTPUser, Password: cfg.SMTPPassword,
+			Addr: relay, Username: cfg.SMTPUser, Password: cfg.SMTPPassword, AllowPlaintext: cfg.SMTPAllowPlaintext,
 		},
 		TLSConfig: o.TLSConfig, Logger: o.Logger, Registerer: o.Registerer, Panics: o.Panics,
 		SessionIdle: cfg.SessionIdle.D(), SessionMax: cfg.SessionMax.D(), MaxUpload: int64(cfg.MaxUpload),

@@ -30,6 +30,11 @@ type Relay struct {
 	// HeloName is the name sent in EHLO after STARTTLS (go-smtp greets with
 	// "localhost" before it); "" means "localhost".
 	HeloName string
+	// AllowPlaintext lets mail go to a relay that is not on loopback without
+	// STARTTLS. By default such a relay must offer it: otherwise anyone on
+	// the path who strips STARTTLS from its EHLO reply (RFC 3207 §6) reads
+	// the users' mail.
+	AllowPlaintext bool
 }
 
 // errNoStartTLS is go-smtp's error text when the server does not offer
@@ -162,6 +167,9 @@ func (r Relay) connect(ctx context.Context, cfg *tls.Config) (*smtp.Client, bool
 	var se *smtp.SMTPError
 	if errors.As(err, &se) || !strings.Contains(err.Error(), errNoStartTLS) {
 		return nil, false, fmt.Errorf("mailview: send: STARTTLS with %s: %w", r.Addr, err)
+	}
+	if host, _, _ := net.SplitHostPort(r.Addr); !r.AllowPlaintext && !isLoopback(host) {
+		return nil, false, fmt.Errorf("mailview: send: %s does not offer STARTTLS, and mail goes in clear text only to a loopback relay (set [webmail] smtp_allow_plaintext to allow it)", r.Addr)
 	}
 	conn, err = dial()
 	if err != nil {

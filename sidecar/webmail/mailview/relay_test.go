@@ -212,6 +212,23 @@ func TestRelaySend(t *testing.T) {
 		eq(t, "auths", sink.authCount(), 0)
 	})
 
+	t.Run("no-cleartext-mail-to-remote", func(t *testing.T) {
+		ip := nonLoopbackIP(t)
+		sink := &smtpSink{}
+		addr := startSMTP(t, ip, sink, nil)
+		err := Relay{Addr: addr}.Send(ctx, "alice@example.org", []string{"bob@example.org"}, msg)
+		if err == nil || !strings.Contains(err.Error(), "does not offer STARTTLS") {
+			t.Fatalf("err = %v, want a refusal", err)
+		}
+		eq(t, "messages", len(sink.messages()), 0)
+		// Allowed by the operator: sent, without TLS.
+		if err := (Relay{Addr: addr, AllowPlaintext: true}).Send(ctx, "alice@example.org", []string{"bob@example.org"}, msg); err != nil {
+			t.Fatalf("AllowPlaintext: %v", err)
+		}
+		eq(t, "messages", len(sink.messages()), 1)
+		eq(t, "tls", sink.messages()[0].tls, false)
+	})
+
 	t.Run("timeout", func(t *testing.T) {
 		sink := &smtpSink{blockRCP: make(chan struct{})}
 		defer close(sink.blockRCP)
