@@ -127,6 +127,11 @@ type msgData struct {
 	hdrEnd    int64
 	hdr       []byte
 	hdrLoaded bool
+
+	// decoded holds the decoded size of each part decoded so far, by part
+	// path: a FETCH may name one part in any number of BINARY and
+	// BINARY.SIZE items, and each decoding reads the whole part.
+	decoded map[string]int64
 }
 
 // message fetches one message. A journal error ends the command; a message
@@ -419,22 +424,19 @@ func (f *fetcher) planBinary(ctx context.Context, md *msgData, path []int, parti
 	size := p.end - p.start
 	if p.decode != "" && p.decode != "7bit" && p.decode != "8bit" && p.decode != "binary" {
 		// The literal's size must be known before it is sent: decode once
-		// to count.
-		rc, err := f.open(ctx, md.m)
-		if err != nil {
-			return p, err
-		}
-		if err := discard(rc, p.start); err != nil {
-			rc.Close()
-			return p, err
-		}
-		dec, _ := decodeTransfer(p.decode, io.LimitReader(rc, size))
-		size, err = io.Copy(io.Discard, dec)
-		if cerr := rc.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return p, fmt.Errorf("decoding: %w", err)
+		// to count, once per part and message.
+		key := fmt.Sprint(path)
+		if n, ok := md.decoded[key]; ok {
+			size = n
+		} else {
+			n, err := f.decodedSize(ctx, md.m, p)
+			if err != nil {
+				return p, err
+			}
+			if md.decoded == nil {
+				md.decoded = map[string]int64{}
+			}
+			md.decoded[key], size = n, n
 		}
 	} else {
 		p.decode = ""
@@ -451,6 +453,27 @@ func (f *fetcher) planBinary(ctx context.Context, md *msgData, path []int, parti
 	}
 	p.size = size
 	return p, nil
+}
+
+// decodedSize decodes a planned section's span to count its bytes.
+func (f *fetcher) decodedSize(ctx context.Context, m *vmsg, p plan) (int64, error) {
+	rc, err := f.open(ctx, m)
+	if err != nil {
+		return 0, err
+	}
+	if err := discard(rc, p.start); err != nil {
+		rc.Close()
+		return 0, err
+	}
+	dec, _ := decodeTransfer(p.decode, io.LimitReader(rc, p.end-p.start))
+	n, err := io.Copy(io.Discard, dec)
+	if cerr := rc.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return 0, fmt.Errorf("decoding: %w", err)
+	}
+	return n, nil
 }
 
 // stream writes a planned section into its literal. When the journal fails

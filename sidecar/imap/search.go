@@ -17,8 +17,8 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver"
 	"github.com/emersion/go-message/textproto"
 
+	"github.com/lifelinemail/lifeline/internal/headerlimit"
 	"github.com/lifelinemail/lifeline/journal"
-	"github.com/lifelinemail/lifeline/sidecar/webmail/mailview"
 )
 
 // Search implements SEARCH and UID SEARCH (RFC 3501 §6.4.4) with ESEARCH
@@ -45,6 +45,11 @@ func (ss *session) Search(kind imapserver.NumKind, criteria *goimap.SearchCriter
 		v, err := ss.selected()
 		if err != nil {
 			return err
+		}
+		// RFC 9051 §7.1 (LIMIT, from RFC 5530 §3): refused before any
+		// message is read.
+		if n, size := countTextKeys(criteria); n > maxSearchTextKeys || size > maxSearchTextBytes {
+			return no(goimap.ResponseCodeLimit, "SEARCH looks for %d strings of %d bytes; at most %d strings of %d KB", n, size, maxSearchTextKeys, maxSearchTextBytes>>10)
 		}
 		s := &searcher{ss: ss, v: v, words: newWordDecoder()}
 		if ss.srv.opts.SearchMaxBytes > 0 {
@@ -99,6 +104,16 @@ func (ss *session) Search(kind imapserver.NumKind, criteria *goimap.SearchCriter
 	return data, err
 }
 
+// Bounds on the strings one SEARCH looks for (BODY, TEXT and HEADER values,
+// FROM, TO and the like included, at any depth of NOT and OR). Each costs a
+// pass over every message read, so the byte budget alone would let a few
+// thousand strings cost minutes of CPU; real clients send a handful. (go-imap
+// reads commands of up to 50 KiB, literals of up to 4 KiB.)
+const (
+	maxSearchTextKeys  = 64
+	maxSearchTextBytes = 16 << 10
+)
+
 // errSearchLimit stops a SEARCH that reached Options.SearchMaxBytes.
 var errSearchLimit = errors.New("search byte limit reached")
 
@@ -127,12 +142,41 @@ type candidate struct {
 	textFound map[string]bool
 }
 
-func (s *searcher) collect(c *goimap.SearchCriteria) {
+// countTextKeys counts the strings the criteria look for, at any depth, and
+// their bytes. Every occurrence counts, repeated or not: each is evaluated.
+func countTextKeys(c *goimap.SearchCriteria) (n, size int) {
+	n = len(c.Body) + len(c.Text) + len(c.Header)
 	for _, b := range c.Body {
-		s.body = append(s.body, lower(b))
+		size += len(b)
 	}
 	for _, t := range c.Text {
-		s.text = append(s.text, lower(t))
+		size += len(t)
+	}
+	for _, h := range c.Header {
+		size += len(h.Key) + len(h.Value)
+	}
+	add := func(c *goimap.SearchCriteria) {
+		k, sz := countTextKeys(c)
+		n, size = n+k, size+sz
+	}
+	for i := range c.Not {
+		add(&c.Not[i])
+	}
+	for i := range c.Or {
+		add(&c.Or[i][0])
+		add(&c.Or[i][1])
+	}
+	return n, size
+}
+
+// collect gathers the BODY and TEXT strings, each once: a repeated string
+// would only cost its matcher's pass again.
+func (s *searcher) collect(c *goimap.SearchCriteria) {
+	for _, b := range c.Body {
+		s.body = appendNew(s.body, lower(b))
+	}
+	for _, t := range c.Text {
+		s.text = appendNew(s.text, lower(t))
 	}
 	for i := range c.Not {
 		s.collect(&c.Not[i])
@@ -144,6 +188,16 @@ func (s *searcher) collect(c *goimap.SearchCriteria) {
 }
 
 func lower(s string) string { return strings.ToLower(s) }
+
+// appendNew appends v to list unless list holds it already.
+func appendNew(list []string, v string) []string {
+	for _, x := range list {
+		if x == v {
+			return list
+		}
+	}
+	return append(list, v)
+}
 
 // match evaluates the criteria on one message, cheapest criteria first.
 func (s *searcher) match(ctx context.Context, c *candidate, cr *goimap.SearchCriteria) (bool, error) {
@@ -464,7 +518,7 @@ func (s *searcher) walkBody(r io.Reader, ct, cte string, sc *textScan, depth int
 		// The part headers are bounded: go-message keeps every field of
 		// one, and a part header of millions of "a:b" lines fits a 10 MB
 		// message.
-		mr := textproto.NewMultipartReader(mailview.LimitPartHeaders(r, params["boundary"]), params["boundary"])
+		mr := textproto.NewMultipartReader(headerlimit.Parts(r, params["boundary"]), params["boundary"])
 		for {
 			p, err := mr.NextPart()
 			if errors.Is(err, io.EOF) {
@@ -604,13 +658,21 @@ func (m *matcher) feed(b []byte) {
 		m.found = true
 		return
 	}
-	buf := append(m.tail, b...)
-	if bytes.Contains(buf, m.needle) {
+	// The chunk is searched in place, not copied after the tail: a match
+	// across writes lies within the tail and the chunk's first k bytes
+	// (the tail holds none, or it would have been found).
+	k := len(m.needle) - 1
+	m.tail = append(m.tail, b[:min(len(b), k)]...)
+	if bytes.Contains(m.tail, m.needle) || bytes.Contains(b, m.needle) {
 		m.found = true
 		return
 	}
-	keep := min(len(buf), len(m.needle)-1)
-	m.tail = append(m.tail[:0], buf[len(buf)-keep:]...)
+	if len(b) >= k {
+		m.tail = append(m.tail[:0], b[len(b)-k:]...)
+	} else { // the tail holds all of b: keep its last k bytes
+		keep := min(len(m.tail), k)
+		m.tail = m.tail[:copy(m.tail, m.tail[len(m.tail)-keep:])]
+	}
 }
 
 // budgetReader reads a message within the SEARCH's byte budget.

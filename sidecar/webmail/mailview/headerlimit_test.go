@@ -1,7 +1,6 @@
 package mailview
 
 import (
-	"bufio"
 	"bytes"
 	"io"
 	"os"
@@ -10,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/emersion/go-message/textproto"
+	"github.com/lifelinemail/lifeline/internal/headerlimit"
 )
 
 // manyFields returns n header lines "a:b" with the line end nl.
@@ -91,63 +90,6 @@ func TestParseHugeHeaderBounded(t *testing.T) {
 	}
 }
 
-// limit runs a headerLimiter with small bounds over in.
-func limit(t *testing.T, in, boundary string, fields, size int) string {
-	t.Helper()
-	var h *headerLimiter
-	if boundary == "" {
-		h = limitHeader(strings.NewReader(in))
-	} else {
-		h = limitPartHeaders(strings.NewReader(in), boundary)
-	}
-	h.maxFields, h.maxBytes = fields, size
-	out, err := io.ReadAll(h)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(out)
-}
-
-func TestHeaderLimiter(t *testing.T) {
-	long := strings.Repeat("x", 3*limiterBuf)
-	for _, tc := range []struct {
-		name, in, boundary string
-		fields, size       int
-		want               string
-	}{
-		{"within", "A: 1\r\nB: 2\r\n\r\nA: 3\r\n", "", 2, 100, "A: 1\r\nB: 2\r\n\r\nA: 3\r\n"},
-		{"fields", "A: 1\r\nB: 2\r\n C\r\nD: 4\r\n\r\nA: 3\r\n", "", 1, 100, "A: 1\r\n\r\nA: 3\r\n"},
-		{"bytes cut whole line", "A: 1\r\nB: 22222\r\nC: 3\r\n\r\nbody", "", 10, 10, "A: 1\r\n\r\nbody"},
-		{"long line cut", "A: 1\r\nB: " + long + "\r\nC: 3\r\n\r\nbody", "", 10, limiterBuf + 10,
-			"A: 1\r\nB: " + long[:limiterBuf+10-9] + "\r\n\r\nbody"},
-		{"dropped ends at non-field", "A: 1\r\nB: 2\r\nnot a field\r\nmore", "", 1, 100, "A: 1\r\n\r\nnot a field\r\nmore"},
-		{"dropped ends at non-field lf", "A: 1\nB: 2\nnot a field\nmore", "", 1, 100, "A: 1\n\nnot a field\nmore"},
-		{"eof in header", "A: 1\r\nB: 2\r\n", "", 1, 100, "A: 1\r\n"},
-		{"parts", "pre\r\n--b\r\nA: 1\r\nB: 2\r\n\r\nA: 3\r\nB: 4\r\n--b \r\nC: 1\r\nD: 2\r\n\r\nx\r\n--b--\r\n", "b", 1, 100,
-			"pre\r\n--b\r\nA: 1\r\n\r\nA: 3\r\nB: 4\r\n--b \r\nC: 1\r\n\r\nx\r\n--b--\r\n"},
-		{"delimiter ends dropped header", "--b\r\nA: 1\r\nB: 2\r\n--b\r\nC: 1\r\nD: 2\r\n\r\nx", "b", 1, 100,
-			"--b\r\nA: 1\r\n\r\n--b\r\nC: 1\r\n\r\nx"},
-		{"not a delimiter", "--b\r\n\r\nA\r\n--bb\r\nA: 1\r\nB: 2\r\n\r\n", "b", 1, 100, "--b\r\n\r\nA\r\n--bb\r\nA: 1\r\nB: 2\r\n\r\n"},
-		// In CRLF style a delimiter after a bare LF is not one (go-message).
-		{"bare lf before delimiter", "--b\r\n\r\nA\n--b\r\nA: 1\r\nB: 2\r\n\r\n", "b", 1, 100, "--b\r\n\r\nA\n--b\r\nA: 1\r\nB: 2\r\n\r\n"},
-		{"lf style", "--b\n\nA\n--b\nA: 1\nB: 2\n\n", "b", 1, 100, "--b\n\nA\n--b\nA: 1\n\n"},
-		{"after close", "--b\r\n\r\n--b--\r\n--b\r\nA: 1\r\nB: 2\r\n\r\n", "b", 1, 100, "--b\r\n\r\n--b--\r\n--b\r\nA: 1\r\nB: 2\r\n\r\n"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			got := limit(t, tc.in, tc.boundary, tc.fields, tc.size)
-			if len(got) > 500 && got != tc.want {
-				i := 0
-				for i < min(len(got), len(tc.want)) && got[i] == tc.want[i] {
-					i++
-				}
-				t.Errorf("got %d bytes, want %d, first difference at %d", len(got), len(tc.want), i)
-			} else if got != tc.want {
-				t.Errorf("got\n%q\nwant\n%q", got, tc.want)
-			}
-		})
-	}
-}
-
 // Messages whose headers are within the bounds pass through unchanged.
 func TestHeaderLimiterIdentity(t *testing.T) {
 	var msgs [][]byte
@@ -164,62 +106,15 @@ func TestHeaderLimiterIdentity(t *testing.T) {
 		msgs = append(msgs, b)
 	}
 	for i, raw := range msgs {
-		out, err := io.ReadAll(limitHeader(bytes.NewReader(raw)))
+		out, err := io.ReadAll(headerlimit.Header(bytes.NewReader(raw)))
 		if err != nil || !bytes.Equal(out, raw) {
 			t.Errorf("message %d changed (err %v)", i, err)
 		}
 		for _, b := range []string{"b", "outer", "inner", "BOUNDARY"} {
-			out, err := io.ReadAll(limitPartHeaders(bytes.NewReader(raw), b))
+			out, err := io.ReadAll(headerlimit.Parts(bytes.NewReader(raw), b))
 			if err != nil || !bytes.Equal(out, raw) {
 				t.Errorf("message %d changed as multipart %q (err %v)", i, b, err)
 			}
 		}
 	}
-}
-
-// FuzzHeaderLimiter checks, for any input, that go-message reading the
-// limiter's output never gets a header (the message's or a part's) of more
-// fields than the bound: the limiter finds every part header go-message
-// reads. And that with bounds never reached the input passes unchanged.
-func FuzzHeaderLimiter(f *testing.F) {
-	for _, tc := range parseTests {
-		f.Add([]byte(crlf(tc.msg)), "b")
-		f.Add([]byte(tc.msg), "outer")
-	}
-	f.Add([]byte("--b\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\nx\r\n--b\r\nA: 1\r\nB: 2\r\nC: 3\r\n--b--\r\n"), "b")
-	f.Add([]byte("--b\nA: 1\nB: 2\nC: 3\n\nx\n--b \nA: 1\n B\nB: 2\nC: 3\n--b--\n"), "b")
-	f.Fuzz(func(t *testing.T, raw []byte, boundary string) {
-		const maxFields = 2
-		// The whole message, as a message.
-		h := limitHeader(bytes.NewReader(raw))
-		h.maxFields, h.maxBytes = maxFields, 64
-		hdr, _ := textproto.ReadHeader(bufio.NewReader(h))
-		if hdr.Len() > maxFields {
-			t.Fatalf("message header of %d fields", hdr.Len())
-		}
-		// The whole message, as a multipart body.
-		if boundary == "" {
-			return
-		}
-		h = limitPartHeaders(bytes.NewReader(raw), boundary)
-		h.maxFields, h.maxBytes = maxFields, 64
-		mr := textproto.NewMultipartReader(h, boundary)
-		for i := 0; i < 100; i++ {
-			p, err := mr.NextPart()
-			if err != nil {
-				break
-			}
-			if p.Header.Len() > maxFields {
-				t.Fatalf("part %d header of %d fields", i+1, p.Header.Len())
-			}
-		}
-		// Unreached bounds: unchanged.
-		for _, h := range []*headerLimiter{limitHeader(bytes.NewReader(raw)), limitPartHeaders(bytes.NewReader(raw), boundary)} {
-			h.maxFields, h.maxBytes = len(raw)+1, len(raw)+1
-			out, err := io.ReadAll(h)
-			if err != nil || !bytes.Equal(out, raw) {
-				t.Fatalf("changed within bounds: %q -> %q (%v)", raw, out, err)
-			}
-		}
-	})
 }
