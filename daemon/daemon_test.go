@@ -215,6 +215,30 @@ func sendOne(t *testing.T, sess *gomilter.ClientSession, bag *gomilter.MacroBag,
 // milterConfig is a config with the journal in dir, the milter on
 // milterListen, /metrics on httpAddr, no IMAP or POP3, one mailbox server for
 // example.com, and extra TOML at the end.
+// adminConfig is a daemon's config in dir with the milter on milterAddr and
+// the admin API on httpAddr (token "t0ken"), IMAP and POP3 off, and rest
+// (servers, [replay]…) after it.
+func adminConfig(t *testing.T, dir, milterAddr, httpAddr, rest string) *config.Config {
+	t.Helper()
+	cfg, err := config.Parse("t.toml", []byte(fmt.Sprintf(`
+[journal]
+path = %q
+[milter]
+listen = "tcp:%s"
+[pop3]
+enabled = false
+[imap]
+enabled = false
+[http]
+listen = %q
+admin_token = "t0ken"
+`, filepath.Join(dir, "journal"), milterAddr, httpAddr)+rest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
 func milterConfig(t *testing.T, dir, milterListen, httpAddr, extra string) *config.Config {
 	t.Helper()
 	cfg, err := config.Parse("t.toml", []byte(fmt.Sprintf(`

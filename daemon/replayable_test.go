@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -73,18 +72,7 @@ func serverStatus(t *testing.T, api *admin.Client, name, what string, cond func(
 func TestNoCustodyWithoutReplayTarget(t *testing.T) {
 	dir := t.TempDir()
 	milterAddr, httpAddr := freePort(t), freePort(t)
-	cfg, err := config.Parse("t.toml", []byte(fmt.Sprintf(`
-[journal]
-path = %q
-[milter]
-listen = "tcp:%s"
-[pop3]
-enabled = false
-[imap]
-enabled = false
-[http]
-listen = %q
-admin_token = "t0ken"
+	cfg := adminConfig(t, dir, milterAddr, httpAddr, fmt.Sprintf(`
 [[server]]
 name = "dc"
 domains = ["dc.test"]
@@ -92,10 +80,7 @@ lmtp = "tcp:%s"
 [[server]]
 name = "ex"
 domains = ["ex.test"]
-`, filepath.Join(dir, "journal"), milterAddr, httpAddr, freePort(t))))
-	if err != nil {
-		t.Fatal(err)
-	}
+`, freePort(t)))
 	api := runDaemon(t, cfg, httpAddr)
 	ctx := context.Background()
 	for _, s := range []string{"dc", "ex"} {
@@ -124,18 +109,7 @@ func TestSMTPReplayServerWithoutLMTP(t *testing.T) {
 	mta := newCaptureMTA(t)
 	dir := t.TempDir()
 	milterAddr, httpAddr := freePort(t), freePort(t)
-	cfg, err := config.Parse("t.toml", []byte(fmt.Sprintf(`
-[journal]
-path = %q
-[milter]
-listen = "tcp:%s"
-[pop3]
-enabled = false
-[imap]
-enabled = false
-[http]
-listen = %q
-admin_token = "t0ken"
+	cfg := adminConfig(t, dir, milterAddr, httpAddr, fmt.Sprintf(`
 [[server]]
 name = "ex"
 domains = ["ex.test"]
@@ -144,10 +118,7 @@ mode = "smtp"
 reinject = "tcp:%s"
 retry_min = "1s"
 retry_max = "2s"
-`, filepath.Join(dir, "journal"), milterAddr, httpAddr, mta.addr)))
-	if err != nil {
-		t.Fatal(err)
-	}
+`, mta.addr))
 	api := runDaemon(t, cfg, httpAddr)
 	ctx := context.Background()
 	if _, err := api.StartOutage(ctx, "ex", "test"); err != nil {

@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -16,7 +15,6 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/lifelinemail/lifeline/admin"
-	"github.com/lifelinemail/lifeline/config"
 	"github.com/lifelinemail/lifeline/journal"
 )
 
@@ -32,18 +30,7 @@ func TestShutdownReplayDrainsBesideMilter(t *testing.T) {
 	lmtp := newSlowLMTP(t, 1200*time.Millisecond)
 	dir := t.TempDir()
 	milterAddr, httpAddr := freePort(t), freePort(t)
-	cfg, err := config.Parse("t.toml", []byte(fmt.Sprintf(`
-[journal]
-path = %q
-[milter]
-listen = "tcp:%s"
-[pop3]
-enabled = false
-[imap]
-enabled = false
-[http]
-listen = %q
-admin_token = "t0ken"
+	cfg := adminConfig(t, dir, milterAddr, httpAddr, fmt.Sprintf(`
 [[server]]
 name = "dc"
 domains = ["dc.test"]
@@ -55,10 +42,7 @@ lmtp = "tcp:%s"
 concurrency = 1
 retry_min = "1s"
 retry_max = "2s"
-`, filepath.Join(dir, "journal"), milterAddr, httpAddr, lmtp.addr, lmtp.addr)))
-	if err != nil {
-		t.Fatal(err)
-	}
+`, lmtp.addr, lmtp.addr))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ready := make(chan struct{})
