@@ -42,9 +42,9 @@ func refused(t testing.TB, reg *prometheus.Registry, reason string) float64 {
 	return 0
 }
 
-// greeting dials addr (through TLS with tc) and returns the first line, and
-// whether the server then closed the connection.
-func greeting(t testing.TB, addr string, tc *tls.Config) (line string, closed bool) {
+// dialGreeted dials addr (through TLS with tc) and reads the server's first
+// line; the connection is closed when the test ends.
+func dialGreeted(t testing.TB, addr string, tc *tls.Config) (net.Conn, *bufio.Reader, string) {
 	t.Helper()
 	var c net.Conn
 	var err error
@@ -56,16 +56,25 @@ func greeting(t testing.TB, addr string, tc *tls.Config) (line string, closed bo
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
 	if err := c.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	r := bufio.NewReader(c)
-	line, err = r.ReadString('\n')
+	line, err := r.ReadString('\n')
 	if err != nil {
 		t.Fatalf("greeting: %v (got %q)", err, line)
 	}
-	_, err = r.ReadByte()
+	return c, r, line
+}
+
+// greeting returns the first line of a new connection to addr, and whether
+// the server then closed the connection.
+func greeting(t testing.TB, addr string, tc *tls.Config) (line string, closed bool) {
+	t.Helper()
+	c, r, line := dialGreeted(t, addr, tc)
+	defer c.Close()
+	_, err := r.ReadByte()
 	return line, errors.Is(err, io.EOF)
 }
 
@@ -73,25 +82,9 @@ func greeting(t testing.TB, addr string, tc *tls.Config) (line string, closed bo
 func waitAdmitted(t testing.TB, addr string, tc *tls.Config) {
 	t.Helper()
 	waitFor(t, "a connection to be admitted", func() bool {
-		var c net.Conn
-		var err error
-		if tc != nil {
-			c, err = tls.Dial("tcp", addr, tc)
-		} else {
-			c, err = net.Dial("tcp", addr)
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+		c, _, line := dialGreeted(t, addr, tc)
 		defer c.Close()
-		if err := c.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
-			t.Fatal(err)
-		}
-		l, err := bufio.NewReader(c).ReadString('\n')
-		if err != nil {
-			t.Fatalf("greeting: %v", err)
-		}
-		return strings.HasPrefix(l, "* OK")
+		return strings.HasPrefix(line, "* OK")
 	})
 }
 
@@ -167,22 +160,9 @@ func TestConnectionLimitTotal(t *testing.T) {
 			}
 			var held []net.Conn
 			for range 2 {
-				var c net.Conn
-				var err error
-				if tc != nil {
-					c, err = tls.Dial("tcp", ts.addr, tc)
-				} else {
-					c, err = net.Dial("tcp", ts.addr)
-				}
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer c.Close()
-				if err := c.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
-					t.Fatal(err)
-				}
-				if l, err := bufio.NewReader(c).ReadString('\n'); err != nil || !strings.HasPrefix(l, "* OK") {
-					t.Fatalf("greeting %q, %v", l, err)
+				c, _, l := dialGreeted(t, ts.addr, tc)
+				if !strings.HasPrefix(l, "* OK") {
+					t.Fatalf("greeting %q", l)
 				}
 				held = append(held, c)
 			}
