@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/lifelinemail/lifeline/sidecar/userview"
 )
@@ -63,17 +62,14 @@ func TestKeywordLimits(t *testing.T) {
 	if got, err := s.SetFlags(ctx, "alice", 1, upper[1:]); err != nil || len(got) != userview.MaxKeywords-1 {
 		t.Fatalf("SetFlags within the limit: %d flags, %v", len(got), err)
 	}
-	// Many keywords named at once are handled in linear time: 20000 (of
-	// which 64 are set) are removed in well under a second.
-	start := time.Now()
+	// Many keywords named at once (their cost per keyword:
+	// BenchmarkCanonical): 20000 of which 64 are set are removed, 20000 new
+	// ones are refused.
 	if got, err := s.RemoveFlags(ctx, "alice", 1, keywordList("k", 20000)); err != nil || got != nil {
 		t.Fatalf("RemoveFlags = %v, %v", got, err)
 	}
 	if _, err := s.AddFlags(ctx, "alice", 1, keywordList("z", 20000)); !errors.Is(err, userview.ErrTooManyKeywords) {
 		t.Fatalf("AddFlags of 20000 keywords: %v", err)
-	}
-	if d := time.Since(start); d > 5*time.Second {
-		t.Errorf("two updates naming 20000 keywords took %v", d)
 	}
 }
 
