@@ -15,6 +15,7 @@ import (
 	goimap "github.com/emersion/go-imap/v2"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/lifelinemail/lifeline/internal/metrictest"
 	"github.com/lifelinemail/lifeline/sidecar/connlimit"
 	"github.com/lifelinemail/lifeline/sidecar/userview"
 )
@@ -22,24 +23,7 @@ import (
 // refused returns lifeline_imap_connections_refused_total{reason}.
 func refused(t testing.TB, reg *prometheus.Registry, reason string) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != "lifeline_imap_connections_refused_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "reason" && l.GetValue() == reason {
-					return m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	t.Fatalf("no lifeline_imap_connections_refused_total{reason=%q}", reason)
-	return 0
+	return metrictest.Value(t, reg, "lifeline_imap_connections_refused_total", "reason", reason)
 }
 
 // dialGreeted dials addr (through TLS with tc) and reads the server's first

@@ -14,30 +14,14 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/lifelinemail/lifeline/internal/metrictest"
 	"github.com/lifelinemail/lifeline/sidecar/connlimit"
 )
 
 // refused returns lifeline_pop3_connections_refused_total{reason}.
 func refused(t testing.TB, reg *prometheus.Registry, reason string) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != "lifeline_pop3_connections_refused_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "reason" && l.GetValue() == reason {
-					return m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	t.Fatalf("no lifeline_pop3_connections_refused_total{reason=%q}", reason)
-	return 0
+	return metrictest.Value(t, reg, "lifeline_pop3_connections_refused_total", "reason", reason)
 }
 
 func dialConn(t testing.TB, addr string, tc *tls.Config) net.Conn {
