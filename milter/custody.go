@@ -66,7 +66,7 @@ type CustodyNotifier interface {
 // custodyPlan is which recipients of the message at hand are Lifeline's.
 type custodyPlan struct {
 	addrs     []string // RCPT TO addresses in order, as the MTA gave them (Append owns the envelope)
-	servers   []string // their mailbox servers ("" for none)
+	servers   []string // the mailbox servers of the owned ones; nil while none is
 	owned     []bool   // recipient i is Lifeline's
 	n         int      // how many are
 	canDelete bool     // SMFIF_DELRCPT was negotiated
@@ -80,13 +80,15 @@ func (s *session) planCustody(rcpts []journal.Recipient, canDelete bool) *custod
 	if o == nil {
 		return nil
 	}
-	p := &custodyPlan{addrs: make([]string, len(rcpts)), servers: make([]string, len(rcpts)), owned: make([]bool, len(rcpts)), canDelete: canDelete}
+	p := &custodyPlan{addrs: make([]string, len(rcpts)), owned: make([]bool, len(rcpts)), canDelete: canDelete}
 	for i := range rcpts {
 		p.addrs[i] = rcpts[i].Address
-		p.servers[i] = rcpts[i].Server
 		// Unknown domains (no server) are never taken into custody.
 		if rcpts[i].Server != "" && o.InOutage(rcpts[i].Server) {
-			p.owned[i] = true
+			if p.servers == nil { // outside an outage, no allocation
+				p.servers = make([]string, len(rcpts))
+			}
+			p.owned[i], p.servers[i] = true, rcpts[i].Server
 			p.n++
 		}
 	}
@@ -148,7 +150,7 @@ func isLifelines(st journal.State) bool {
 func (p *custodyPlan) notify(cn CustodyNotifier) {
 	var told []string
 	for i, srv := range p.servers {
-		if p.owned[i] && srv != "" && !slices.Contains(told, srv) {
+		if p.owned[i] && !slices.Contains(told, srv) {
 			told = append(told, srv)
 			cn.CustodyTaken(srv)
 		}
