@@ -169,7 +169,13 @@ func chunkPrefix(body uint64) []byte {
 }
 
 func chunkKey(body uint64, n int) []byte {
-	return binary.BigEndian.AppendUint32(chunkPrefix(body), uint32(n))
+	return appendChunkKey(make([]byte, 0, 1+8+4), body, n)
+}
+
+// appendChunkKey appends chunk n of body's key to dst, for a loop that
+// reuses one buffer.
+func appendChunkKey(dst []byte, body uint64, n int) []byte {
+	return binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint64(append(dst, tagChunk), body), uint32(n))
 }
 
 func parseChunkKey(k []byte) (body uint64, n int, ok bool) {

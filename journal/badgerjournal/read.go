@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"cmp"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -139,7 +138,7 @@ func (j *Journal) ReadItems(ctx context.Context, items []journal.MailboxItem, bu
 				return err
 			}
 			m := items[k]
-			want = binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint64(append(want[:0], tagChunk), m.Body.N), 0)
+			want = appendChunkKey(want[:0], m.Body.N, 0)
 			var item *badger.Item
 			if it == nil {
 				var err error
